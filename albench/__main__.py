@@ -1,0 +1,4 @@
+
+from albench.cli import entry
+
+entry()

@@ -1,0 +1,1 @@
+"""Reference active-learning methods shipped with albench, one module each."""
