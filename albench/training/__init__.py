@@ -1,0 +1,27 @@
+"""Training: soft Dice loss, augmentation, segmenter trainer, prediction, VAE trainer, manifold cache."""
+
+from albench.training.augment import AugmentConfig, augment_batch
+from albench.training.device import resolve_device
+from albench.training.losses import soft_dice_loss
+from albench.training.predict import predict_labels, predict_proba
+from albench.training.trainer import (
+    TrainConfig,
+    TrainingAux,
+    TrainResult,
+    make_optimizer,
+    train_segmenter,
+)
+
+__all__ = [
+    "AugmentConfig",
+    "augment_batch",
+    "resolve_device",
+    "soft_dice_loss",
+    "predict_proba",
+    "predict_labels",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingAux",
+    "make_optimizer",
+    "train_segmenter",
+]

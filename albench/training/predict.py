@@ -1,0 +1,102 @@
+"""Batched inference: softmax probabilities and label maps, streaming over a pool of any size."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator, Union
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from albench.errors import AlbenchError
+from albench.training.device import amp_dtype, autocast
+
+RowLoader = Callable[[np.ndarray], np.ndarray]
+ImageSource = Union[np.ndarray, Tensor, RowLoader]
+
+
+def _length(images: ImageSource, n: int | None) -> int:
+    if callable(images) and not isinstance(images, (np.ndarray, Tensor)):
+        if n is None:
+            raise AlbenchError(
+                "predict_proba: images is a loader function, so pass n= (the number of rows it serves)"
+            )
+        return int(n)
+    if n is not None and n != len(images):
+        raise AlbenchError(f"predict_proba: n={n} but images has {len(images)} rows")
+    return len(images)
+
+
+def _batch(images: ImageSource, start: int, stop: int, device: torch.device) -> Tensor:
+    if isinstance(images, Tensor):
+        x = images[start:stop]
+    elif callable(images) and not isinstance(images, np.ndarray):
+        x = images(np.arange(start, stop, dtype=np.int64))
+    else:
+        x = images[start:stop]
+    x = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
+    if x.dim() != 4 or x.shape[0] != stop - start:
+        raise AlbenchError(
+            f"predict_proba: rows {start}:{stop} came back with shape {tuple(x.shape)}; expected "
+            f"({stop - start}, C, H, W)"
+        )
+    return x.to(device=device, dtype=torch.float32, non_blocking=True)
+
+
+def predict_proba(
+    model: nn.Module,
+    images: ImageSource,
+    *,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    amp: bool | str = "auto",
+    n: int | None = None,
+    mc_dropout: bool = False,
+) -> Iterator[Tensor]:
+    """Yield softmax probabilities, float32 tensors (n_b, K, H, W) on ``device``, batch by batch in
+    row order.
+
+    ``images`` is an array or tensor (N, C, H, W) (an h5py dataset or memmap works too: only one
+    batch is read at a time), or a loader ``f(positions: int64 array) -> (len, C, H, W)`` with
+    ``n`` = number of rows, so a million-slice pool never sits in memory. The model runs in eval
+    mode under ``torch.inference_mode``; ``mc_dropout=True`` keeps dropout stochastic (the model
+    must have ``mc_dropout``, as UNet does) for MC-dropout sampling."""
+    if batch_size < 1:
+        raise AlbenchError(f"predict_proba: batch_size must be >= 1, got {batch_size}")
+    device = torch.device(device)
+    total = _length(images, n)
+    dtype = amp_dtype(amp, device)
+    was_training = model.training
+    model.eval()
+    if mc_dropout:
+        if not hasattr(model, "mc_dropout"):
+            raise AlbenchError("predict_proba(mc_dropout=True) needs a model with mc_dropout() (UNet)")
+        model.mc_dropout(True)
+    try:
+        for start in range(0, total, batch_size):
+            stop = min(start + batch_size, total)
+            x = _batch(images, start, stop, device)
+            with torch.inference_mode(), autocast(dtype, device):
+                probs = torch.softmax(model(x).float(), dim=1)
+            yield probs
+    finally:
+        model.train(was_training)
+
+
+def predict_labels(
+    model: nn.Module,
+    images: ImageSource,
+    *,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    amp: bool | str = "auto",
+    n: int | None = None,
+) -> np.ndarray:
+    """Argmax label maps, uint8 (N, H, W), for ``images`` as in :func:`predict_proba`."""
+    out = [
+        p.argmax(dim=1).to(torch.uint8).cpu().numpy()
+        for p in predict_proba(model, images, batch_size=batch_size, device=device, amp=amp, n=n)
+    ]
+    if not out:
+        return np.zeros((0, 0, 0), dtype=np.uint8)
+    return np.concatenate(out, axis=0)

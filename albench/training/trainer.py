@@ -1,0 +1,216 @@
+"""Segmenter training on a labelled set that already sits on the training device."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+from albench.errors import AlbenchError
+from albench.training.augment import AugmentConfig, augment_batch
+from albench.training.device import amp_dtype, autocast
+from albench.training.losses import soft_dice_loss
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a segmenter is trained in one AL round.
+
+    epochs: passes over the labelled set (paper: 10 per round).
+    batch_size: slices per optimiser step (paper: 32).
+    lr: learning rate for the optimiser the caller builds (paper: Adam 1e-3; see make_optimizer),
+        and for an aux module's own Adam when it brings none.
+    augment: on-the-fly augmentation (flips, intensity, elastic) with ``augment_config``.
+    amp: mixed precision: True, False or "auto" (= on for CUDA, off for CPU).
+    min_steps: after ``epochs`` epochs, further whole epochs are run until at least this many
+        optimiser steps were taken in total (0 = never); keeps a tiny labelled set (say 20 slices,
+        one step per epoch) from being trained for only a handful of steps."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    augment: bool = True
+    amp: bool | str = "auto"
+    min_steps: int = 0
+    augment_config: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0 or self.batch_size < 1 or self.min_steps < 0 or not self.lr > 0:
+            raise AlbenchError(
+                f"invalid TrainConfig (epochs={self.epochs}, batch_size={self.batch_size}, "
+                f"lr={self.lr}, min_steps={self.min_steps}): need epochs >= 0, batch_size >= 1, "
+                "lr > 0, min_steps >= 0"
+            )
+
+
+@dataclass
+class TrainResult:
+    """loss_curve: mean training loss (segmentation + aux) per epoch; seconds: wall time of the
+    whole call; slices_per_second: slices forwarded per second; steps: optimiser steps taken."""
+
+    loss_curve: list[float]
+    seconds: float
+    slices_per_second: float
+    steps: int
+
+
+@runtime_checkable
+class TrainingAux(Protocol):
+    """Hook for a method that shapes training (e.g. learning loss).
+
+    ``loss(output, per_sample_loss, epoch)`` gets the U-Net's SegmenterOutput for the batch, the
+    per-slice Dice loss (n,) (still attached to the graph) and the 0-based epoch, and returns a
+    scalar added to the segmentation loss before backward. Optional members:
+
+    * ``parameters()``: the aux module's trainable parameters; the trainer steps them with
+      ``optimizer`` if the aux has one, else with its own Adam(lr=cfg.lr).
+    * ``optimizer``: a torch optimiser for those parameters.
+    * ``train(mode)`` (as nn.Module has): called with True at the start and False at the end.
+    An ``nn.Module`` aux is moved to the training device."""
+
+    def loss(self, output: Any, per_sample_loss: Tensor, epoch: int) -> Tensor: ...
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The paper's optimiser: Adam with ``cfg.lr``."""
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr)
+
+
+def epoch_batches(n: int, batch_size: int, order_rng: torch.Generator) -> list[Tensor]:
+    """Shuffled index batches for one epoch (CPU int64 tensors).
+
+    A trailing batch of a single slice is merged into the one before it (BatchNorm in train mode
+    needs more than one value per channel, and one-slice steps are noisy), so a batch may hold up
+    to batch_size + 1 slices. A labelled set of one slice gives one batch holding that slice
+    twice (two independently augmented copies), which keeps BatchNorm defined even where the
+    bottleneck is 1x1 pixels."""
+    perm = torch.randperm(n, generator=order_rng, device=order_rng.device).cpu()
+    if n == 1:
+        return [perm.repeat(2)]
+    batches = list(perm.split(batch_size))
+    if len(batches) > 1 and batches[-1].numel() == 1:
+        last = batches.pop()
+        batches[-1] = torch.cat([batches[-1], last])
+    return batches
+
+
+def _check_inputs(model: nn.Module, images: Tensor, labels: Tensor, device: torch.device) -> int:
+    if not isinstance(images, Tensor) or not isinstance(labels, Tensor):
+        raise AlbenchError("train_segmenter needs torch tensors for images and labels (already on the device)")
+    if images.dim() != 4 or labels.dim() != 3 or images.shape[0] != labels.shape[0] \
+            or images.shape[2:] != labels.shape[1:]:
+        raise AlbenchError(
+            f"train_segmenter expects images (N, C, H, W) and labels (N, H, W), got "
+            f"{tuple(images.shape)} and {tuple(labels.shape)}"
+        )
+    if images.shape[0] == 0:
+        raise AlbenchError("train_segmenter got an empty labelled set; the round has no labelled slices")
+    if images.device.type != device.type or labels.device.type != device.type:
+        raise AlbenchError(
+            f"train_segmenter: images on {images.device} and labels on {labels.device}, but the "
+            f"training device is {device}; move the labelled set to the device first"
+        )
+    if images.dtype != torch.float32:
+        raise AlbenchError(f"train_segmenter: images must be float32, got {images.dtype}")
+    num_classes = getattr(model, "num_classes", None)
+    if num_classes is None:
+        raise AlbenchError("train_segmenter: the model needs a num_classes attribute (albench.models.UNet has one)")
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi >= num_classes:
+        raise AlbenchError(
+            f"train_segmenter: labels span [{lo}, {hi}] but the model has {num_classes} classes; "
+            "check the store's training label space"
+        )
+    return int(num_classes)
+
+
+def train_segmenter(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: Tensor,
+    labels: Tensor,
+    cfg: TrainConfig,
+    *,
+    order_rng: torch.Generator,
+    augment_rng: torch.Generator,
+    device: torch.device,
+    aux: TrainingAux | None = None,
+) -> TrainResult:
+    """Train ``model`` in place on images (N, C, H, W) float32 and labels (N, H, W) int64, both
+    already on ``device``, with the multi-class soft Dice loss.
+
+    ``order_rng`` drives the slice order and ``augment_rng`` the augmentation, so both are the
+    same for every method given the seed. The model is left in eval mode. With ``aux`` the model
+    must provide ``forward_features`` (see TrainingAux)."""
+    device = torch.device(device)
+    num_classes = _check_inputs(model, images, labels, device)
+    dtype = amp_dtype(cfg.amp, device)
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    aux_opt = None
+    if aux is not None:
+        if not hasattr(model, "forward_features"):
+            raise AlbenchError("train_segmenter: an aux hook needs a model with forward_features (UNet)")
+        if isinstance(aux, nn.Module):
+            aux.to(device)
+        aux_opt = getattr(aux, "optimizer", None)
+        if aux_opt is None and hasattr(aux, "parameters"):
+            params = [p for p in aux.parameters() if p.requires_grad]
+            aux_opt = torch.optim.Adam(params, lr=cfg.lr) if params else None
+        if hasattr(aux, "train"):
+            aux.train(True)
+    labels = labels.long()
+    n = images.shape[0]
+    model.train()
+    start = time.perf_counter()
+    curve: list[float] = []
+    steps = seen = 0
+    epoch = 0
+    while epoch < cfg.epochs or steps < cfg.min_steps:
+        total = torch.zeros((), device=device)
+        for idx in epoch_batches(n, cfg.batch_size, order_rng):
+            idx = idx.to(device, non_blocking=True)
+            x, y = images.index_select(0, idx), labels.index_select(0, idx)
+            if cfg.augment:
+                x, y = augment_batch(x, y, cfg.augment_config, augment_rng)
+            optimizer.zero_grad(set_to_none=True)
+            if aux_opt is not None:
+                aux_opt.zero_grad(set_to_none=True)
+            with autocast(dtype, device):
+                if aux is None:
+                    loss = soft_dice_loss(model(x), y, num_classes)
+                else:
+                    out = model.forward_features(x)
+                    per = soft_dice_loss(out.logits, y, num_classes, reduction="none")
+                    loss = per.mean() + aux.loss(out, per, epoch).float()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                if aux_opt is not None:
+                    scaler.step(aux_opt)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+                if aux_opt is not None:
+                    aux_opt.step()
+            total += loss.detach() * idx.numel()
+            steps += 1
+            seen += idx.numel()
+        curve.append(float(total) / n)
+        epoch += 1
+        if not math.isfinite(curve[-1]):
+            raise AlbenchError(
+                f"segmenter training diverged (loss {curve[-1]}) in epoch {epoch}; lower the "
+                "learning rate or turn amp off"
+            )
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    model.eval()
+    if aux is not None and hasattr(aux, "train"):
+        aux.train(False)
+    return TrainResult(curve, seconds, seen / seconds if seconds > 0 else 0.0, steps)

@@ -1,0 +1,122 @@
+import numpy as np
+import pytest
+import torch
+
+from albench.errors import AlbenchError
+from albench.models import UNet, seeded
+from albench.training import TrainConfig, make_optimizer, resolve_device, train_segmenter
+from albench.training.trainer import epoch_batches
+
+TINY = dict(widths=(4, 8, 8, 8), bottleneck=8)
+
+
+def toy_problem(n=12, size=16, seed=0):
+    """Bright squares on noise; the label is the square (class 1) and a brighter core (class 2)."""
+    g = np.random.default_rng(seed)
+    x = g.normal(0, 0.1, size=(n, 1, size, size)).astype(np.float32)
+    y = np.zeros((n, size, size), dtype=np.int64)
+    for i in range(n):
+        r, c = g.integers(2, size - 8, size=2)
+        x[i, 0, r : r + 6, c : c + 6] += 1.0
+        y[i, r : r + 6, c : c + 6] = 1
+        x[i, 0, r + 2 : r + 4, c + 2 : c + 4] += 1.0
+        y[i, r + 2 : r + 4, c + 2 : c + 4] = 2
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def run(cfg, seed=0, n=12, aux=None):
+    x, y = toy_problem(n)
+    with seeded(seed):
+        model = UNet(1, 3, **TINY)
+    opt = make_optimizer(model, cfg)
+    res = train_segmenter(
+        model, opt, x, y, cfg,
+        order_rng=torch.Generator().manual_seed(seed + 1),
+        augment_rng=torch.Generator().manual_seed(seed + 2),
+        device=torch.device("cpu"), aux=aux,
+    )
+    return model, res
+
+
+def test_loss_decreases_on_learnable_problem():
+    _, res = run(TrainConfig(epochs=10, batch_size=4, lr=1e-2, augment=False))
+    assert len(res.loss_curve) == 10 and res.steps == 30
+    assert res.loss_curve[-1] < 0.75 * res.loss_curve[0]
+    assert res.slices_per_second > 0 and res.seconds > 0
+
+
+def test_same_seeds_give_identical_weights_and_losses():
+    cfg = TrainConfig(epochs=2, batch_size=4, augment=True)
+    m1, r1 = run(cfg)
+    m2, r2 = run(cfg)
+    assert r1.loss_curve == r2.loss_curve
+    for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
+        assert torch.equal(a, b)
+    m3, r3 = run(cfg, seed=5)
+    assert r3.loss_curve != r1.loss_curve
+    assert not m1.training  # left in eval mode
+
+
+def test_last_batch_of_one_is_merged_and_min_steps():
+    order = torch.Generator().manual_seed(0)
+    batches = epoch_batches(9, 4, order)
+    assert [len(b) for b in batches] == [4, 5]
+    assert sorted(torch.cat(batches).tolist()) == list(range(9))
+    assert [b.tolist() for b in epoch_batches(1, 4, order)] == [[0, 0]]
+    _, res = run(TrainConfig(epochs=1, batch_size=4, augment=False), n=9)
+    assert res.steps == 2
+    _, res = run(TrainConfig(epochs=1, batch_size=4, augment=False, min_steps=5), n=9)
+    assert res.steps == 6 and len(res.loss_curve) == 3
+    # one labelled slice at 16x16 (1x1 bottleneck): BatchNorm must not fail
+    _, res = run(TrainConfig(epochs=2, batch_size=4, augment=True), n=1)
+    assert res.steps == 2 and all(np.isfinite(res.loss_curve))
+
+
+class CountingAux(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.head = torch.nn.Linear(8, 1)
+        self.calls = []
+
+    def loss(self, output, per_sample_loss, epoch):
+        self.calls.append((epoch, per_sample_loss.shape[0]))
+        pred = self.head(output.bottleneck.mean(dim=(2, 3))).squeeze(1)
+        return ((pred - per_sample_loss.detach()) ** 2).mean()
+
+
+def test_aux_hook_is_called_and_trained():
+    aux = CountingAux()
+    before = aux.head.weight.detach().clone()
+    run(TrainConfig(epochs=2, batch_size=4, augment=False), aux=aux)
+    assert [c[0] for c in aux.calls] == [0, 0, 0, 1, 1, 1]
+    assert not torch.equal(before, aux.head.weight)
+    assert not aux.training
+
+
+def test_input_errors():
+    x, y = toy_problem(4)
+    model = UNet(1, 3, **TINY)
+    opt = make_optimizer(model, TrainConfig())
+    kw = dict(order_rng=torch.Generator(), augment_rng=torch.Generator(), device=torch.device("cpu"))
+    with pytest.raises(AlbenchError, match="labels span"):
+        train_segmenter(model, opt, x, y + 2, TrainConfig(epochs=1), **kw)
+    with pytest.raises(AlbenchError, match=r"expects images \(N, C, H, W\)"):
+        train_segmenter(model, opt, x[:, 0], y, TrainConfig(epochs=1), **kw)
+    with pytest.raises(AlbenchError, match="float32"):
+        train_segmenter(model, opt, x.double(), y, TrainConfig(epochs=1), **kw)
+    with pytest.raises(AlbenchError, match="TrainConfig"):
+        TrainConfig(batch_size=0)
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(None).type in ("cpu", "cuda")
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(AlbenchError, match="'gpu0'"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(AlbenchError, match="'cuda:0'.*not available"):
+            resolve_device("cuda:0")
+    else:
+        with pytest.raises(AlbenchError, match="does not exist"):
+            resolve_device(f"cuda:{torch.cuda.device_count()}")
