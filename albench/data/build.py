@@ -1,0 +1,316 @@
+"""Build slice stores from sources (real folders or synthetic generators) and find them again."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import math
+import sys
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from albench import __version__
+from albench.data.cards import DatasetCard, load_card
+from albench.data.ingest import CaseError, SlicedCase, process_case
+from albench.data.layouts import BadCase, CaseFiles, discover, source_listing
+from albench.data.preprocess import slice_axis
+from albench.data.split import split_cases
+from albench.data.store import FORMAT, IMAGE_DTYPE, COMPRESSION, SliceStore, StoreWriter, store_dir, store_filename
+from albench.errors import DataError
+from albench.io import atomic_path
+from albench.resources import cache_dir
+
+ADAPTER_VERSION = "1"
+
+
+@dataclass
+class BuildReport:
+    """What a build did: the store path, whether it was (re)built, and the cases left out."""
+
+    path: Path
+    built: bool
+    skipped: list[BadCase] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _hash(obj: Any, n: int = 16) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+
+def resolve_size(card: DatasetCard, size: int | None) -> int:
+    s = card.default_size if size is None else int(size)
+    if not 8 <= s <= 1024:
+        raise DataError(f"{card.name}: --size {s} is outside 8..1024 voxels")
+    return s
+
+
+def config_of(card: DatasetCard, size: int, label_map: str | None) -> dict[str, Any]:
+    """Everything but the source that decides a store's content."""
+    return {
+        "dataset": card.name,
+        "card_sha256": card.sha256,
+        "adapter_version": ADAPTER_VERSION,
+        "format": FORMAT,
+        "image_dtype": np.dtype(IMAGE_DTYPE).name,
+        "size": size,
+        "grid": card.grid,
+        "axis": card.axis,
+        "label_map": card.label_map(label_map).name,
+        "normalise": "zscore-nonzero",
+        "slice_filter": card.slice_filter,
+        "split": card.split,
+    }
+
+
+def _synth_source(card: DatasetCard, quiet: bool) -> tuple[Path, str, dict[str, Any]]:
+    gen = dict(card.generator or {})
+    name = gen.pop("generator")
+    requires = gen.pop("requires", None)
+    if requires and importlib.util.find_spec(requires) is None:
+        raise DataError(f"{card.name} needs the optional package {requires!r}: pip install 'albench[atlas]' "
+                        f"(its atlas is for non-commercial research only; see `albench data info {card.name}`)")
+    try:
+        from albench.data.synth import generate_synth, synth_config_id
+    except ImportError as exc:
+        raise DataError(f"{card.name}: the synthetic generator albench.data.synth is not available ({exc}); "
+                        "reinstall albench") from exc
+    config_id = synth_config_id(name, **gen)
+    out = cache_dir() / "sources" / f"{card.name}-{config_id}"
+    folder = generate_synth(name, out, quiet=quiet, **gen)
+    return Path(folder), f"synth:{name}:{config_id}", {"generator": name, "options": gen, "config_id": config_id}
+
+
+def _auto_grid(card: DatasetCard, cases: list[CaseFiles]) -> int:
+    grid = 0
+    for c in cases:
+        try:
+            img = nib.load(str(c.images[0]))
+            ax = slice_axis(img.affine, card.axis)
+        except Exception:
+            continue  # an unreadable case is reported when it is loaded
+        inplane = [s for i, s in enumerate(img.shape[:3]) if i != ax]
+        grid = max(grid, *inplane)
+    if grid == 0:
+        raise DataError(f"{card.name}: no readable image to size the in-plane grid from")
+    return int(grid)
+
+
+def _open_matching(card: DatasetCard, size: int, config_hash: str) -> SliceStore | None:
+    candidates = sorted(store_dir(cache_dir()).glob(f"{card.name}-{size}-*.h5"),
+                        key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in candidates:
+        try:
+            return SliceStore(path, expect_config=config_hash)
+        except DataError:
+            continue
+    return None
+
+
+def _build_hint(card: DatasetCard, size: int | None, label_map: str | None) -> str:
+    cmd = f"albench data build {card.name}"
+    if card.kind != "synthetic":
+        cmd += f" --source /path/to/{card.source.get('folder_hint', 'data')}"
+    if size is not None and size != card.default_size:
+        cmd += f" --size {size}"
+    if label_map and label_map != card.default_map:
+        cmd += f" --label-map {label_map}"
+    return cmd
+
+
+def open_store(name_or_path: str | Path, *, size: int | None = None, label_map: str | None = None) -> SliceStore:
+    """Open a built store by dataset name (and in-plane size; None = the card's default) or by
+    path. DataError if it is missing, incomplete or built with other preprocessing, naming the
+    command that builds it."""
+    p = Path(name_or_path)
+    if p.suffix == ".h5" or p.exists():
+        return SliceStore(p)
+    card = load_card(str(name_or_path))
+    s = resolve_size(card, size)
+    config_hash = _hash(config_of(card, s, label_map))
+    store = _open_matching(card, s, config_hash)
+    if store is None:
+        raise DataError(f"no slice store of {card.name} at size {s} in {store_dir(cache_dir())}; build it with "
+                        f"`{_build_hint(card, size, label_map)}`")
+    return store
+
+
+def build_store(name: str, *, source: Path | None = None, size: int | None = None, skip_bad: bool = False,
+                force: bool = False, quiet: bool = False, label_map: str | None = None) -> BuildReport:
+    """Build (or find already built) the store of dataset ``name``; see ``build_dataset``."""
+    t0 = time.perf_counter()
+    card = load_card(name)
+    s = resolve_size(card, size)
+    lm = card.label_map(label_map)
+    config = config_of(card, s, label_map)
+    config_hash = _hash(config)
+    if card.kind == "synthetic":
+        if source is not None:
+            raise DataError(f"{card.name} is generated by albench; drop --source")
+        src, source_id, synth_info = _synth_source(card, quiet)
+    else:
+        if source is None:
+            existing = _open_matching(card, s, config_hash)
+            if existing is not None and not force:
+                existing.close()
+                return BuildReport(existing.path, False, seconds=time.perf_counter() - t0)
+            raise DataError(f"{card.name} is real data that albench cannot download: pass --source pointing at "
+                            f"your copy of {card.source.get('folder_hint', 'the dataset')} (see `albench data info {card.name}`)")
+        src, synth_info = Path(source).expanduser().resolve(), None
+        source_id = ""
+    cases, bad = discover(card, src)
+    if not synth_info:
+        source_id = _hash(source_listing(cases, src))
+    fingerprint = _hash([config_hash, source_id])
+    final = store_dir(cache_dir()) / store_filename(card.name, s, fingerprint)
+    if final.exists() and not force:
+        try:
+            SliceStore(final, expect_config=config_hash).close()
+            return BuildReport(final, False, seconds=time.perf_counter() - t0)
+        except DataError:
+            pass  # damaged or stale: rebuild
+    if bad and not skip_bad:
+        raise DataError(bad[0].message() + (f" (and {len(bad) - 1} more bad case(s))" if len(bad) > 1 else "")
+                        + "; fix the source or pass --skip-bad to leave bad cases out")
+    skipped = list(bad)
+    assign = split_cases([c.case for c in cases], int(card.split["train"]), int(card.split["test"]),
+                         int(card.split.get("seed", 0)))
+    grid = _auto_grid(card, cases) if card.grid == "auto" else int(card.grid)
+    ordered = [c for c in cases if assign[c.case] == "train"] + [c for c in cases if assign[c.case] == "test"]
+    info: dict[str, dict[str, Any]] = {}
+    with atomic_path(final, suffix=".h5") as tmp:
+        writer = StoreWriter(tmp, len(card.channel_names), s)
+        try:
+            _ingest(card, ordered, assign, lm, grid, s, writer, skip_bad, skipped, info, quiet)
+            kept = [c for c in ordered if c.case in info]
+            if not any(assign[c.case] == "train" for c in kept) or not any(assign[c.case] == "test" for c in kept):
+                raise DataError(f"{card.name}: after leaving out bad cases no {'train' if not any(assign[c.case] == 'train' for c in kept) else 'test'} "
+                                f"case is left in {src}; fix the source")
+            first = info[kept[0].case]
+            ax = first["axis"]
+            zooms = first["spacing_mm"]
+            inplane = [zooms[i] * grid / s for i in range(3) if i != ax]
+            meta = {
+                "dataset": card.name,
+                "title": card.title,
+                "kind": card.kind,
+                "source": str(src),
+                "source_id": source_id,
+                "synthetic": synth_info,
+                "adapter_version": ADAPTER_VERSION,
+                "albench_version": __version__,
+                "config": config,
+                "config_hash": config_hash,
+                "card": str(card.path.name),
+                "layout": card.layout,
+                "preprocessing": {
+                    "normalise": "per-volume z-score per modality over non-zero (brain) voxels; background stays 0",
+                    "axis": card.axis, "grid": grid, "grid_rule": card.grid, "size": s,
+                    "resize": "none" if s == grid else ("area (images), nearest (labels)" if s < grid else "bilinear (images), nearest (labels)"),
+                    "image_dtype": np.dtype(IMAGE_DTYPE).name, "compression": COMPRESSION,
+                },
+                "slice_filter": dict(card.slice_filter),
+                "spacing": [float(zooms[ax])] + [float(v) for v in inplane],
+                "diagonal_mm": float(math.sqrt(sum((n * z) ** 2 for n, z in zip(first["shape"], zooms)))),
+                "channel_names": list(card.channel_names),
+                "label_map": {"name": lm.name, "description": lm.description,
+                              "class_values": [list(v) for v in lm.class_values], "unlisted": lm.unlisted},
+                "class_names": list(lm.class_names),
+                "regions": lm.regions,
+                "split": {"seed": int(card.split.get("seed", 0)), "rule": dict(card.split),
+                          "train": [c.case for c in kept if assign[c.case] == "train"],
+                          "test": [c.case for c in kept if assign[c.case] == "test"]},
+                "cases": info,
+                "skipped": [{"case": b.case, "file": b.file, "reason": b.reason} for b in skipped],
+                "licence": card.licence,
+                "citation": list(card.citation),
+                "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            writer.finish(fingerprint=fingerprint, config_hash=config_hash, meta=meta)
+        except BaseException:
+            writer.abort()
+            raise
+    return BuildReport(final, True, skipped, time.perf_counter() - t0)
+
+
+def _ingest(card: DatasetCard, ordered: list[CaseFiles], assign: dict[str, str], lm, grid: int, size: int,
+            writer: StoreWriter, skip_bad: bool, skipped: list[BadCase], info: dict, quiet: bool) -> None:
+    """Load cases in a background thread (one ahead) while the main thread writes the last one."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(ordered), desc=f"ingest {card.name}", unit="case", file=sys.stderr, disable=quiet)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending: Future | None = pool.submit(process_case, card, ordered[0], lm, grid, size) if ordered else None
+        for i, files in enumerate(ordered):
+            assert pending is not None
+            fut = pending
+            pending = pool.submit(process_case, card, ordered[i + 1], lm, grid, size) if i + 1 < len(ordered) else None
+            try:
+                sc: SlicedCase = fut.result()
+            except CaseError as exc:
+                if not skip_bad:
+                    if pending is not None:
+                        pending.cancel()
+                    raise DataError(exc.bad.message() + "; fix the file or pass --skip-bad to leave this case out") from None
+                skipped.append(exc.bad)
+                bar.update(1)
+                continue
+            split = assign[files.case]
+            sel = sc.keep if split == "train" else np.ones(len(sc.keep), dtype=bool)
+            writer.append(files.case, split, sc.slice_index[sel], sc.images[sel], sc.labels[sel])
+            info[files.case] = {"group": files.group, "split": split, "shape": list(sc.shape),
+                                "spacing_mm": list(sc.zooms), "axis": sc.axis, "slices": int(sel.sum()),
+                                "slices_total": len(sel), "files": [str(p) for p in (*files.images, files.label)]}
+            bar.update(1)
+    bar.close()
+
+
+def build_dataset(name: str, *, source: Path | None = None, size: int | None = None, skip_bad: bool = False,
+                  force: bool = False, quiet: bool = False, label_map: str | None = None) -> Path:
+    """Build the slice store of dataset ``name`` (a card in ``datasets/``) and return its path.
+
+    ``source``: the real dataset's top folder (synthetic datasets generate their own);
+    ``size``: in-plane grid in voxels (None = the card's default); ``skip_bad``: leave bad cases
+    out (listed in ``meta["skipped"]``) instead of failing; ``force``: rebuild even if an
+    identical store exists. An existing identical store is returned at once."""
+    return build_store(name, source=source, size=size, skip_bad=skip_bad, force=force, quiet=quiet,
+                       label_map=label_map).path
+
+
+def ensure_store(name: str, *, size: int | None = None, source: Path | None = None, quiet: bool = True,
+                 label_map: str | None = None) -> SliceStore:
+    """Open the store of ``name``, building it first if needed (synthetic datasets need no source;
+    real ones need ``source`` unless a matching store was built before)."""
+    if source is None:
+        try:
+            return open_store(name, size=size, label_map=label_map)
+        except DataError:
+            if load_card(name).kind != "synthetic":
+                raise
+    path = build_dataset(name, source=source, size=size, quiet=quiet, label_map=label_map)
+    return SliceStore(path)
+
+
+def list_stores() -> list[dict[str, Any]]:
+    """Every store file in the cache: name, size, fingerprint, path, bytes, n and whether it opens."""
+    out = []
+    for path in sorted(store_dir(cache_dir()).glob("*.h5")):
+        stem = path.stem
+        parts = stem.rsplit("-", 2)
+        entry: dict[str, Any] = {"path": str(path), "bytes": path.stat().st_size,
+                                 "name": parts[0] if len(parts) == 3 else stem,
+                                 "size": int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None,
+                                 "fingerprint": parts[2] if len(parts) == 3 else None}
+        try:
+            with SliceStore(path) as st:
+                entry.update(ok=True, n=st.n, name=st.name, error=None)
+        except DataError as exc:
+            entry.update(ok=False, n=None, error=str(exc))
+        out.append(entry)
+    return out

@@ -1,0 +1,121 @@
+"""Load one case from NIfTI files, check it, remap its labels and preprocess it into slices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from albench.data.cards import UNMAPPED, DatasetCard, LabelMap
+from albench.data.layouts import BadCase, CaseFiles
+from albench.data.preprocess import keep_for_training, resize_slices, slice_axis, slice_volume, zscore_nonzero
+
+
+class CaseError(Exception):
+    """A problem with one case; carries the BadCase record (turned into DataError or skipped)."""
+
+    def __init__(self, bad: BadCase):
+        super().__init__(bad.message())
+        self.bad = bad
+
+
+@dataclass
+class SlicedCase:
+    """One preprocessed case: (S, C, size, size) float32 images, (S, size, size) uint8 labels in
+    training space, (S,) slice indices along the slicing axis and the (S,) training-pool mask."""
+
+    case: str
+    images: np.ndarray
+    labels: np.ndarray
+    slice_index: np.ndarray
+    keep: np.ndarray
+    shape: tuple[int, int, int]
+    zooms: tuple[float, float, float]
+    axis: int
+
+
+def _read(path: Path, case: str, what: str) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    try:
+        img = nib.load(str(path))
+        data = np.asarray(img.dataobj)
+    except Exception as exc:  # nibabel raises many types for truncated / corrupt files
+        raise CaseError(BadCase(case, str(path), f"cannot read the {what} volume ({type(exc).__name__}: {exc}); "
+                                "the file is truncated or corrupt: copy it again from the original release")) from exc
+    return data, img.affine, tuple(float(z) for z in img.header.get_zooms())
+
+
+def remap_labels(raw: np.ndarray, lut: np.ndarray, legal: tuple[int, ...], case: str, path: Path) -> np.ndarray:
+    """Source label map -> uint8 training classes via ``lut``; CaseError naming the offending
+    values if any voxel is not an integer in the dataset's label set ``legal``."""
+    if raw.dtype.kind == "f":
+        rounded = np.rint(raw)
+        if not np.array_equal(rounded, raw):
+            raise CaseError(BadCase(case, str(path), "label map holds non-integer values; expected "
+                                    f"integer labels {list(legal)}"))
+        raw = rounded
+    values = np.unique(raw)
+    bad = [v for v in values.tolist() if v < 0 or v >= len(lut) or lut[int(v)] == UNMAPPED]
+    if bad:
+        shown = ", ".join(str(int(v)) for v in bad[:10])
+        raise CaseError(BadCase(case, str(path), f"label value(s) {shown} outside the dataset's label set "
+                                f"{list(legal) if len(legal) <= 12 else f'({len(legal)} values, see the card)'}"))
+    return lut[raw.astype(np.intp, copy=False)]
+
+
+def load_case(card: DatasetCard, files: CaseFiles, label_map: LabelMap) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, ...]]:
+    """Read a case: images (C, X, Y, Z) float32 in the card's channel order, labels (X, Y, Z)
+    uint8 in training space, the affine (4, 4) and voxel sizes (mm). CaseError on any problem."""
+    channels: list[np.ndarray] = []
+    affine = None
+    zooms: tuple[float, ...] = ()
+    if files.volume_index is not None:
+        data, affine, zooms = _read(files.images[0], files.case, "4-D image")
+        if data.ndim != 4 or data.shape[3] <= max(files.volume_index):
+            raise CaseError(BadCase(files.case, str(files.images[0]),
+                                    f"expected a 4-D image with at least {max(files.volume_index) + 1} volumes "
+                                    f"on the 4th axis, got shape {data.shape}"))
+        channels = [data[..., i] for i in files.volume_index]
+        zooms = zooms[:3]
+        first = files.images[0]
+    else:
+        first = files.images[0]
+        for name, path in zip(card.channel_names, files.images):
+            data, aff, z = _read(path, files.case, name)
+            if data.ndim == 4 and data.shape[3] == 1:
+                data = data[..., 0]
+            if data.ndim != 3:
+                raise CaseError(BadCase(files.case, str(path), f"expected a 3-D {name} volume, got shape {data.shape}"))
+            if channels and data.shape != channels[0].shape:
+                raise CaseError(BadCase(files.case, str(path),
+                                        f"{name} has shape {data.shape} but {card.channel_names[0]} "
+                                        f"({first.name}) has {channels[0].shape}; all modalities must share one grid"))
+            if affine is None:
+                affine, zooms = aff, z[:3]
+            channels.append(data)
+    images = np.empty((len(channels),) + channels[0].shape, dtype=np.float32)
+    for i, ch in enumerate(channels):
+        images[i] = ch
+    raw, _, _ = _read(files.label, files.case, "label")
+    if raw.ndim == 4 and raw.shape[3] == 1:
+        raw = raw[..., 0]
+    if raw.shape != images.shape[1:]:
+        raise CaseError(BadCase(files.case, str(files.label),
+                                f"label map has shape {raw.shape} but the images have {images.shape[1:]}"))
+    labels = remap_labels(raw, label_map.lut(card.label_values), card.label_values, files.case, files.label)
+    return images, labels, affine, zooms
+
+
+def process_case(card: DatasetCard, files: CaseFiles, label_map: LabelMap, grid: int, size: int) -> SlicedCase:
+    """Load, z-score, slice along the card's axis, pad/crop to ``grid``, filter, resize to ``size``."""
+    images, labels, affine, zooms = load_case(card, files, label_map)
+    axis = slice_axis(affine, card.axis)
+    zscore_nonzero(images)
+    shape = images.shape[1:]
+    sl_images, sl_labels = slice_volume(images, labels, axis, grid)
+    del images, labels
+    keep = keep_for_training(card.slice_filter, sl_images, sl_labels)
+    sl_images, sl_labels = resize_slices(sl_images, sl_labels, size)
+    return SlicedCase(files.case, sl_images, sl_labels, np.arange(len(sl_images), dtype=np.int32),
+                      keep, tuple(int(s) for s in shape), tuple(float(z) for z in zooms), axis)

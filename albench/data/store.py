@@ -1,0 +1,275 @@
+"""The HDF5 slice store: one file per (dataset, preprocessing) fingerprint.
+
+Layout: ``/images`` (N, C, H, W) float32, ``/labels`` (N, H, W) uint8, both chunked one slice
+per chunk and lzf-compressed; ``/case`` (N,) str, ``/slice`` (N,) int32, ``/split`` (N,) str.
+Root attributes: ``format``, ``fingerprint``, ``config_hash``, ``content_hash``, ``meta`` (JSON)
+and ``complete`` (written last, so a store cut short never opens)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import h5py
+import numpy as np
+
+from albench.errors import DataError
+
+FORMAT = "albench-slice-store/1"
+IMAGE_DTYPE = np.float32
+COMPRESSION = "lzf"
+_STR = h5py.string_dtype("utf-8")
+_HASH_BLOCK = 64  # slices per read while hashing
+
+
+def store_dir(cache: Path) -> Path:
+    return cache / "stores"
+
+
+def store_filename(name: str, size: int, fingerprint: str) -> str:
+    return f"{name}-{size}-{fingerprint}.h5"
+
+
+class ContentHasher:
+    """sha256 over image bytes, label bytes and the index arrays, each hashed in its own stream
+    so that writing (slice by slice) and verifying (block by block) agree."""
+
+    def __init__(self) -> None:
+        self._img = hashlib.sha256()
+        self._lab = hashlib.sha256()
+
+    def update(self, images: np.ndarray, labels: np.ndarray) -> None:
+        self._img.update(np.ascontiguousarray(images).data)
+        self._lab.update(np.ascontiguousarray(labels).data)
+
+    def hexdigest(self, case: Sequence[str], slice_index: np.ndarray, split: Sequence[str]) -> str:
+        idx = hashlib.sha256(json.dumps([list(map(str, case)), [int(s) for s in slice_index],
+                                         list(map(str, split))]).encode()).digest()
+        return hashlib.sha256(self._img.digest() + self._lab.digest() + idx).hexdigest()
+
+
+class StoreWriter:
+    """Append cases to a new store at ``path`` (a temporary file; the caller renames it)."""
+
+    def __init__(self, path: Path, channels: int, size: int):
+        self._f = h5py.File(path, "w", libver="latest")
+        chunk_i = (1, channels, size, size)
+        self._images = self._f.create_dataset("images", shape=(0, channels, size, size), maxshape=(None, channels, size, size),
+                                              dtype=IMAGE_DTYPE, chunks=chunk_i, compression=COMPRESSION)
+        self._labels = self._f.create_dataset("labels", shape=(0, size, size), maxshape=(None, size, size),
+                                              dtype=np.uint8, chunks=(1, size, size), compression=COMPRESSION)
+        self._hasher = ContentHasher()
+        self.case: list[str] = []
+        self.split: list[str] = []
+        self.slice_index: list[int] = []
+
+    @property
+    def n(self) -> int:
+        return len(self.case)
+
+    def append(self, case: str, split: str, slice_index: np.ndarray, images: np.ndarray, labels: np.ndarray) -> None:
+        """Add (k, C, H, W) images and (k, H, W) labels of one case."""
+        k = len(images)
+        if k == 0:
+            return
+        start = self.n
+        self._images.resize(start + k, axis=0)
+        self._labels.resize(start + k, axis=0)
+        images = np.ascontiguousarray(images, dtype=IMAGE_DTYPE)
+        labels = np.ascontiguousarray(labels, dtype=np.uint8)
+        self._images[start:start + k] = images
+        self._labels[start:start + k] = labels
+        self._hasher.update(images, labels)
+        self.case += [case] * k
+        self.split += [split] * k
+        self.slice_index += [int(s) for s in slice_index]
+
+    def finish(self, *, fingerprint: str, config_hash: str, meta: dict) -> str:
+        """Write index arrays and attributes, mark complete, close; returns the content hash."""
+        f = self._f
+        f.create_dataset("case", data=np.array(self.case, dtype=object), dtype=_STR)
+        f.create_dataset("split", data=np.array(self.split, dtype=object), dtype=_STR)
+        f.create_dataset("slice", data=np.array(self.slice_index, dtype=np.int32))
+        content = self._hasher.hexdigest(self.case, np.array(self.slice_index), self.split)
+        f.attrs["format"] = FORMAT
+        f.attrs["fingerprint"] = fingerprint
+        f.attrs["config_hash"] = config_hash
+        f.attrs["content_hash"] = content
+        f.attrs["meta"] = json.dumps(meta, sort_keys=True)
+        f.flush()
+        f.attrs["complete"] = True
+        f.close()
+        return content
+
+    def abort(self) -> None:
+        try:
+            self._f.close()
+        except Exception:
+            pass
+
+
+def _runs(sorted_rows: np.ndarray) -> Iterable[tuple[int, int, int]]:
+    """(first row, stop row, position in sorted_rows) of each run of consecutive rows."""
+    if len(sorted_rows) == 0:
+        return
+    breaks = np.flatnonzero(np.diff(sorted_rows) != 1) + 1
+    starts = np.concatenate([[0], breaks])
+    stops = np.concatenate([breaks, [len(sorted_rows)]])
+    for a, b in zip(starts, stops):
+        yield int(sorted_rows[a]), int(sorted_rows[b - 1]) + 1, int(a)
+
+
+class SliceStore:
+    """Read-only view of a slice store (see docs/architecture.md, "Slice store").
+
+    Safe to pass to worker processes: the HDF5 handle is reopened lazily in a new process."""
+
+    def __init__(self, path: str | os.PathLike, *, expect_config: str | None = None):
+        self.path = Path(path)
+        self._pid = -1
+        self._f: h5py.File | None = None
+        f = self._file()
+        attrs = f.attrs
+        build = "rebuild it with `albench data build <dataset> --force`"
+        if not attrs.get("complete", False):
+            self.close()
+            raise DataError(f"slice store {self.path} is incomplete (its build was interrupted); {build}")
+        if attrs.get("format") != FORMAT:
+            self.close()
+            raise DataError(f"slice store {self.path} has format {attrs.get('format')!r}, this albench reads "
+                            f"{FORMAT!r}; {build}")
+        self.fingerprint: str = str(attrs["fingerprint"])
+        self.config_hash: str = str(attrs["config_hash"])
+        self.content_hash: str = str(attrs["content_hash"])
+        if not self.path.stem.endswith(self.fingerprint):
+            self.close()
+            raise DataError(f"slice store {self.path}: its fingerprint {self.fingerprint} does not match its "
+                            f"file name; the file was renamed or replaced; {build}")
+        if expect_config is not None and self.config_hash != expect_config:
+            self.close()
+            raise DataError(f"slice store {self.path} was built with other preprocessing or an older card "
+                            f"(config {self.config_hash}, expected {expect_config}); {build}")
+        self.meta: dict = json.loads(attrs["meta"])
+        self.split = f["split"].asstr()[()].astype(str)
+        self.case = f["case"].asstr()[()].astype(str)
+        self.slice_index = f["slice"][()].astype(np.int64)
+        n, c, h, w = f["images"].shape
+        if not (len(self.split) == len(self.case) == len(self.slice_index) == n == f["labels"].shape[0]):
+            self.close()
+            raise DataError(f"slice store {self.path} has arrays of different lengths; it is damaged; {build}")
+        self.n, self.channels, self.height, self.width = int(n), int(c), int(h), int(w)
+        self.name: str = self.meta["dataset"]
+        self.channel_names: list[str] = list(self.meta["channel_names"])
+        self.class_names: list[str] = list(self.meta["class_names"])
+        self.num_classes = len(self.class_names)
+        self.regions: dict[str, list[int]] = {k: list(v) for k, v in self.meta["regions"].items()}
+        self.spacing: tuple[float, float, float] = tuple(float(s) for s in self.meta["spacing"])  # type: ignore[assignment]
+        self.diagonal_mm = float(self.meta["diagonal_mm"])
+        self._case_rows: dict[str, np.ndarray] | None = None
+
+    def _file(self) -> h5py.File:
+        if self._f is None or self._pid != os.getpid():
+            try:
+                self._f = h5py.File(self.path, "r", rdcc_nbytes=0)
+            except FileNotFoundError as exc:
+                raise DataError(f"slice store {self.path} does not exist") from exc
+            except OSError as exc:
+                raise DataError(f"slice store {self.path} cannot be opened ({exc}); it is damaged or "
+                                "not a slice store: delete it and build again") from exc
+            self._pid = os.getpid()
+        return self._f
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_f"] = None
+        state["_pid"] = -1
+        return state
+
+    def close(self) -> None:
+        if self._f is not None and self._pid == os.getpid():
+            self._f.close()
+        self._f = None
+
+    def __enter__(self) -> "SliceStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"SliceStore({self.name!r}, n={self.n}, C={self.channels}, {self.height}x{self.width}, "
+                f"path={str(self.path)!r})")
+
+    def rows(self, split: str) -> np.ndarray:
+        """int64 row indices of ``split`` ("train" | "test"), ascending."""
+        if split not in ("train", "test"):
+            raise DataError(f"split must be 'train' or 'test', got {split!r}")
+        return np.flatnonzero(self.split == split).astype(np.int64)
+
+    def cases(self, split: str) -> list[str]:
+        """Case ids in ``split``, in store order."""
+        rows = self.rows(split)
+        return list(dict.fromkeys(self.case[rows].tolist()))
+
+    def case_rows(self, case: str) -> np.ndarray:
+        """Rows of ``case`` sorted by slice index (for test cases: the whole volume)."""
+        if self._case_rows is None:
+            order = np.lexsort((self.slice_index, self.case))
+            cases, first = np.unique(self.case[order], return_index=True)
+            bounds = list(first[1:]) + [len(order)]
+            self._case_rows = {str(c): order[a:b].astype(np.int64) for c, a, b in zip(cases, first, bounds)}
+        if case not in self._case_rows:
+            raise DataError(f"slice store {self.path} has no case {case!r}")
+        return self._case_rows[case]
+
+    def _check_rows(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        idx = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.n):
+            bad = idx[(idx < 0) | (idx >= self.n)][:5].tolist()
+            raise DataError(f"rows {bad} outside slice store {self.name} (0..{self.n - 1})")
+        return idx
+
+    def _read(self, name: str, rows: Sequence[int] | np.ndarray, tail: tuple[int, ...], dtype: type) -> np.ndarray:
+        idx = self._check_rows(rows)
+        dset = self._file()[name]
+        if idx.size == 1:
+            return dset[int(idx[0]):int(idx[0]) + 1].astype(dtype, copy=False)
+        uniq, inverse = np.unique(idx, return_inverse=True)
+        out = np.empty((len(uniq),) + tail, dtype=dset.dtype)
+        for a, b, pos in _runs(uniq):
+            dset.read_direct(out, np.s_[a:b], np.s_[pos:pos + (b - a)])
+        if len(uniq) != len(idx) or not np.array_equal(uniq, idx):
+            out = out[inverse]
+        return out.astype(dtype, copy=False)
+
+    def images(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """float32 (n, C, H, W) images of ``rows``, in the given order."""
+        return self._read("images", rows, (self.channels, self.height, self.width), np.float32)
+
+    def labels(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """uint8 (n, H, W) labels in training label space of ``rows``, in the given order."""
+        return self._read("labels", rows, (self.height, self.width), np.uint8)
+
+    def recompute_content_hash(self, progress: bool = False) -> str:
+        """Re-read every slice and recompute the content hash (what ``albench data verify`` does)."""
+        hasher = ContentHasher()
+        f = self._file()
+        steps = range(0, self.n, _HASH_BLOCK)
+        if progress:
+            from tqdm import tqdm
+            steps = tqdm(steps, desc=f"verify {self.name}", unit="block", leave=False)
+        for a in steps:
+            b = min(a + _HASH_BLOCK, self.n)
+            hasher.update(f["images"][a:b], f["labels"][a:b])
+        return hasher.hexdigest(self.case, self.slice_index, self.split)
+
+    def verify(self, progress: bool = False) -> None:
+        """DataError if the stored data no longer match the recorded content hash."""
+        got = self.recompute_content_hash(progress)
+        if got != self.content_hash:
+            raise DataError(f"slice store {self.path} is corrupt: content hash {got[:16]} != recorded "
+                            f"{self.content_hash[:16]}; delete it and rebuild with "
+                            f"`albench data build {self.name} --force`")
