@@ -61,6 +61,7 @@ class CaseResult:
     penalty: float
     metrics: Mapping[str, SurfaceMetrics]
     mean: Mapping[str, float] | None = None
+    regions: Mapping[str, tuple[int, ...]] | None = None
 
     def as_dict(self) -> dict:
         """Plain-JSON form used in the summary file."""
@@ -191,6 +192,7 @@ def evaluate_case(
         penalty=pen,
         metrics=metrics,
         mean=mean,
+        regions=dict(task.regions),
     )
 
 

@@ -135,86 +135,130 @@ def _as_labels(a: np.ndarray, what: str) -> np.ndarray:
 
 
 def _bbox(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """Tight bounding box of a boolean mask (slices per axis), or None if the mask is empty."""
-    out = []
-    for axis in range(mask.ndim):
-        other = tuple(i for i in range(mask.ndim) if i != axis)
-        proj = mask.any(axis=other) if other else mask
-        idx = np.flatnonzero(proj)
-        if idx.size == 0:
-            return None
-        out.append(slice(int(idx[0]), int(idx[-1]) + 1))
+    """Tight bounding box of the non-zero voxels of ``mask`` (slices per axis), None if none.
+
+    Two passes over the array: one reduction over the last axis, one over all the others."""
+    if mask.ndim == 1:
+        idx = np.flatnonzero(mask)
+        return None if idx.size == 0 else (slice(int(idx[0]), int(idx[-1]) + 1),)
+    head = _bbox(mask.any(axis=-1))
+    if head is None:
+        return None
+    last = np.flatnonzero(mask[head].any(axis=tuple(range(mask.ndim - 1))))
+    return head + (slice(int(last[0]), int(last[-1]) + 1),)
+
+
+# Surface maps are padded by this many background voxels, which lets neighbours up to this
+# many voxels away be looked up without bounds checks.
+_PAD = 2
+
+
+def _shifted(ndim: int, axis: int, shift: int) -> tuple[slice, ...]:
+    """Slices of a ``_PAD``-padded array selecting the neighbour at ``shift`` along ``axis``."""
+    out = [slice(_PAD, -_PAD)] * ndim
+    out[axis] = slice(_PAD + shift, (-_PAD + shift) or None)
     return tuple(out)
 
 
-def _interior_slices(ndim: int, axis: int, shift: int) -> tuple[slice, ...]:
-    """Slices of a 1-voxel-padded array that select the neighbour at ``shift`` along ``axis``."""
-    out = [slice(1, -1)] * ndim
-    out[axis] = slice(1 + shift, (-1 + shift) or None)
-    return tuple(out)
+def _border_labels(compact: np.ndarray) -> np.ndarray:
+    """``_PAD``-padded map holding each surface voxel's label and 0 elsewhere.
 
-
-def _mask_border(padded: np.ndarray) -> np.ndarray:
-    """Surface of a boolean mask padded by one False voxel: mask minus its 6-connected erosion.
-
-    Returns the border for the unpadded region (shape = padded.shape - 2)."""
+    A voxel of label L is on the surface of ``map == L`` (mask minus its 6-connected erosion,
+    the volume edge counting as background) iff one of its six neighbours is not L, so one
+    comparison pass gives the surface of every label at once."""
+    padded = np.pad(compact, _PAD)
     nd = padded.ndim
-    core = padded[(slice(1, -1),) * nd]
-    eroded = core.copy()
-    for axis in range(nd):
-        for shift in (-1, 1):
-            eroded &= padded[_interior_slices(nd, axis, shift)]
-    return core & ~eroded
-
-
-def _label_border(padded: np.ndarray) -> np.ndarray:
-    """Surface voxels of every non-zero label of a label map padded by one zero voxel.
-
-    A voxel of label L is on the surface of ``map == L`` iff one of its six neighbours differs
-    from L, so one comparison pass gives every label's surface."""
-    nd = padded.ndim
-    core = padded[(slice(1, -1),) * nd]
+    inner = (slice(_PAD, -_PAD),) * nd
+    core = padded[inner]
     border = np.zeros(core.shape, dtype=bool)
     for axis in range(nd):
         for shift in (-1, 1):
-            border |= core != padded[_interior_slices(nd, axis, shift)]
-    border &= core != 0
-    return border
+            border |= core != padded[_shifted(nd, axis, shift)]
+    padded[inner] = np.where(border, core, 0)
+    return padded
 
 
-def _directed(src: np.ndarray, dst: np.ndarray, tree: cKDTree | None = None) -> np.ndarray:
-    """Distance (mm, float64) from each point of ``src`` (n, ndim) to the nearest in ``dst``."""
-    if tree is None:
-        tree = cKDTree(dst)
-    workers = -1 if len(src) >= _PARALLEL_QUERY_MIN else 1
-    dist, _ = tree.query(src, k=1, workers=workers)
-    return np.asarray(dist, dtype=np.float64)
+def _shells(sp: np.ndarray) -> list[tuple[float, np.ndarray]]:
+    """Voxel offsets within ``_PAD`` voxels per axis, grouped by their length in mm, shortest
+    first, keeping only lengths below ``(_PAD + 1) * min(sp)`` (every offset shorter than that
+    lies in the cube). Returns ``[(length_mm, offsets (m, ndim))]``, starting with length 0."""
+    nd = sp.size
+    grid = np.stack(np.meshgrid(*([np.arange(-_PAD, _PAD + 1)] * nd), indexing="ij"), -1).reshape(-1, nd)
+    length = np.sqrt(np.sum((grid * sp) ** 2, axis=1))
+    keep = length < (_PAD + 1) * float(sp.min())
+    grid, length = grid[keep], length[keep]
+    out = []
+    for value in np.unique(length):
+        out.append((float(value), grid[length == value]))
+    return out
 
 
-def _from_points(
-    pred_pts: np.ndarray, gt_pts: np.ndarray, dice: float, penalty: float
-) -> SurfaceMetrics:
-    """Metrics from the surface points (n, ndim) in mm of both masks."""
-    gt_empty = len(gt_pts) == 0
-    pred_empty = len(pred_pts) == 0
-    if gt_empty and pred_empty:
-        return SurfaceMetrics(1.0, 0.0, 0.0, 0.0, True, True)
-    if gt_empty or pred_empty:
-        return SurfaceMetrics(0.0, penalty, penalty, penalty, gt_empty, pred_empty)
-    d_pg = _directed(pred_pts, gt_pts)
-    d_gp = _directed(gt_pts, pred_pts)
-    hd = max(float(d_pg.max()), float(d_gp.max()))
-    hd95 = max(float(np.percentile(d_pg, 95)), float(np.percentile(d_gp, 95)))
-    pooled = float(np.percentile(np.concatenate([d_pg, d_gp]), 95))
-    return SurfaceMetrics(float(dice), hd, hd95, pooled, False, False)
+class _Surface:
+    """Surface voxels of every label of one compact label map, grouped by label.
+
+    ``padded``: padded surface-label map; ``flat``: flat indices into it of the surface voxels
+    in memory order; ``labs``: their labels; ``order``: the permutation that sorts them by label;
+    ``pts``: (n, ndim) centres in mm sorted by label, label L at ``bounds[L]:bounds[L + 1]``."""
+
+    def __init__(self, compact: np.ndarray, sp: np.ndarray, k: int):
+        self.padded = _border_labels(compact)
+        idx = np.nonzero(self.padded)
+        # flat / labs stay in memory order (fast neighbour look-ups); ``order`` groups by label
+        self.flat = np.ravel_multi_index(idx, self.padded.shape)
+        self.labs = self.padded[idx]
+        self.order = np.argsort(self.labs, kind="stable")
+        idx = tuple(i[self.order] for i in idx)
+        if self.labs.size:
+            self.pts = np.stack(idx, axis=1).astype(np.float64) * sp
+        else:
+            self.pts = np.empty((0, compact.ndim), dtype=np.float64)
+        counts = np.bincount(self.labs, minlength=k + 1)
+        self.bounds = np.concatenate([[0], np.cumsum(counts)])
+        self._trees: dict[int, cKDTree] = {}
+
+    def tree(self, label: int) -> cKDTree:
+        if label not in self._trees:
+            pts = self.pts[self.bounds[label] : self.bounds[label + 1]]
+            self._trees[label] = cKDTree(pts, balanced_tree=False, compact_nodes=False)
+        return self._trees[label]
 
 
-def _points(border: np.ndarray, sp: np.ndarray) -> np.ndarray:
-    """Coordinates (n, ndim) in mm of the True voxels of ``border``."""
-    idx = np.nonzero(border)
-    if not idx or idx[0].size == 0:
-        return np.empty((0, border.ndim), dtype=np.float64)
-    return np.stack(idx, axis=1).astype(np.float64) * sp
+def _known_distances(src: _Surface, dst: _Surface, sp: np.ndarray) -> np.ndarray:
+    """Distance (mm) from each surface voxel of ``src`` to the nearest surface voxel of the
+    same label in ``dst`` where a look-up in the voxel's neighbourhood settles it: the
+    neighbourhood offsets are tried shortest first, and the first one that lands on such a voxel
+    gives the exact distance (no closer voxel centre exists). NaN where none is close enough.
+    The result is sorted by label like ``src.pts``."""
+    d = np.full(src.labs.shape, np.nan)
+    if src.labs.size == 0:
+        return d
+    strides = np.array(dst.padded.strides) // dst.padded.itemsize
+    table = dst.padded.ravel()
+    todo = np.arange(src.labs.size)
+    flat, labs = src.flat, src.labs
+    for length, offsets in _shells(sp):
+        hit = np.zeros(todo.size, dtype=bool)
+        for delta in offsets @ strides:
+            hit |= table[flat + delta] == labs
+        d[todo[hit]] = length
+        keep = ~hit
+        todo, flat, labs = todo[keep], flat[keep], labs[keep]
+        if todo.size == 0:
+            break
+    return d[src.order]
+
+
+def _directed(src: _Surface, dst: _Surface, known: np.ndarray, label: int) -> np.ndarray:
+    """Distances (mm, float64) from ``src``'s surface voxels of ``label`` to ``dst``'s."""
+    lo, hi = src.bounds[label], src.bounds[label + 1]
+    d = known[lo:hi].copy()
+    todo = np.isnan(d)
+    n = int(np.count_nonzero(todo))
+    if n:
+        workers = -1 if n >= _PARALLEL_QUERY_MIN else 1
+        found, _ = dst.tree(label).query(src.pts[lo:hi][todo], k=1, workers=workers)
+        d[todo] = found
+    return d
 
 
 def _dice(n_pred: int, n_gt: int, n_both: int) -> float:
@@ -223,18 +267,34 @@ def _dice(n_pred: int, n_gt: int, n_both: int) -> float:
     return 2.0 * n_both / (n_pred + n_gt)
 
 
-def _binary_cropped(pred: np.ndarray, gt: np.ndarray, sp: np.ndarray, penalty: float) -> SurfaceMetrics:
-    """Metrics of two boolean masks that are already cropped (any size; padding added here)."""
-    n_pred = int(np.count_nonzero(pred))
-    n_gt = int(np.count_nonzero(gt))
-    if n_pred == 0 or n_gt == 0:
-        return _from_points(
-            np.empty((int(n_pred > 0), pred.ndim)), np.empty((int(n_gt > 0), gt.ndim)), 0.0, penalty
-        )
-    n_both = int(np.count_nonzero(pred & gt))
-    pb = _mask_border(np.pad(pred, 1))
-    gb = _mask_border(np.pad(gt, 1))
-    return _from_points(_points(pb, sp), _points(gb, sp), _dice(n_pred, n_gt, n_both), penalty)
+def _scores(cp: np.ndarray, cg: np.ndarray, sp: np.ndarray, k: int, penalty: float) -> list[SurfaceMetrics]:
+    """Metrics of labels 1..k of two compact label maps (values 0..k) of one crop.
+
+    The crop must hold every voxel of labels 1..k; its edge is treated as background, which is
+    exact when the crop touches the volume edge or has background around it."""
+    n_pred = np.bincount(cp.ravel(), minlength=k + 1)
+    n_gt = np.bincount(cg.ravel(), minlength=k + 1)
+    n_both = np.bincount(cg[cg == cp], minlength=k + 1)
+    ps = _Surface(cp, sp, k)
+    gs = _Surface(cg, sp, k)
+    known_pg = _known_distances(ps, gs, sp)
+    known_gp = _known_distances(gs, ps, sp)
+    out = []
+    for label in range(1, k + 1):
+        np_, ng = int(n_pred[label]), int(n_gt[label])
+        if np_ == 0 and ng == 0:
+            out.append(SurfaceMetrics(1.0, 0.0, 0.0, 0.0, True, True))
+        elif np_ == 0 or ng == 0:
+            out.append(SurfaceMetrics(0.0, penalty, penalty, penalty, ng == 0, np_ == 0))
+        else:
+            d_pg = _directed(ps, gs, known_pg, label)
+            d_gp = _directed(gs, ps, known_gp, label)
+            hd = max(float(d_pg.max()), float(d_gp.max()))
+            hd95 = max(float(np.percentile(d_pg, 95)), float(np.percentile(d_gp, 95)))
+            pooled = float(np.percentile(np.concatenate([d_pg, d_gp]), 95))
+            dice = _dice(np_, ng, int(n_both[label]))
+            out.append(SurfaceMetrics(dice, hd, hd95, pooled, False, False))
+    return out
 
 
 def binary_metrics(
@@ -259,7 +319,7 @@ def binary_metrics(
     box = _bbox(pm | gm)
     if box is None:
         return SurfaceMetrics(1.0, 0.0, 0.0, 0.0, True, True)
-    return _binary_cropped(pm[box], gm[box], sp, pen)
+    return _scores(pm[box].view(np.uint8), gm[box].view(np.uint8), sp, 1, pen)[0]
 
 
 def _compact_lut(values: np.ndarray, label_list: Sequence[int]) -> np.ndarray:
@@ -300,6 +360,30 @@ def _check_labels(labels: Sequence[int], what: str) -> list[int]:
     return out
 
 
+def _compact_crop(
+    pred: np.ndarray, gt: np.ndarray, label_list: list[int]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Crop both label maps to the voxels of ``label_list`` and map them to compact ids
+    (``label_list[i] -> i + 1``, others -> 0). None if neither map holds any of the labels.
+
+    The first bounding box is taken over all non-zero voxels (one cheap pass on the raw maps),
+    so the label lookup only runs on the crop; a second, tighter box drops other labels."""
+    pred = _as_labels(pred, "prediction")
+    gt = _as_labels(gt, "ground truth")
+    if 0 in label_list:
+        box: tuple[slice, ...] | None = (slice(None),) * gt.ndim
+    else:
+        box = _bbox(pred | gt)
+    if box is None:
+        return None
+    cp = _compact_lut(pred[box], label_list)
+    cg = _compact_lut(gt[box], label_list)
+    sub = _bbox(cp | cg)
+    if sub is None:
+        return None
+    return cp[sub], cg[sub]
+
+
 def label_metrics(
     pred_labels: np.ndarray,
     gt_labels: np.ndarray,
@@ -321,35 +405,11 @@ def label_metrics(
     pen = _resolve_penalty(penalty, gt_labels.shape, sp)
     if not label_list:
         return {}
-    cp = _compact_lut(_as_labels(pred_labels, "prediction"), label_list)
-    cg = _compact_lut(_as_labels(gt_labels, "ground truth"), label_list)
-    k = len(label_list)
-    box = _bbox((cp != 0) | (cg != 0))
-    if box is None:
+    crop = _compact_crop(pred_labels, gt_labels, label_list)
+    if crop is None:
         return {lab: SurfaceMetrics(1.0, 0.0, 0.0, 0.0, True, True) for lab in label_list}
-    cp = cp[box]
-    cg = cg[box]
-    n_pred = np.bincount(cp.ravel(), minlength=k + 1)
-    n_gt = np.bincount(cg.ravel(), minlength=k + 1)
-    n_both = np.bincount(cg[cg == cp].ravel(), minlength=k + 1)
-    pred_groups = _group_border_points(cp, sp, k)
-    gt_groups = _group_border_points(cg, sp, k)
-    out: dict[int, SurfaceMetrics] = {}
-    for i, lab in enumerate(label_list, start=1):
-        dice = _dice(int(n_pred[i]), int(n_gt[i]), int(n_both[i]))
-        out[lab] = _from_points(pred_groups[i], gt_groups[i], dice, pen)
-    return out
-
-
-def _group_border_points(compact: np.ndarray, sp: np.ndarray, k: int) -> list[np.ndarray]:
-    """Surface points (n, ndim) in mm of compact labels 0..k (index 0 is always empty)."""
-    border = _label_border(np.pad(compact, 1))
-    idx = np.nonzero(border)
-    labs = compact[idx]
-    pts = np.stack(idx, axis=1).astype(np.float64) * sp if idx[0].size else np.empty((0, compact.ndim))
-    order = np.argsort(labs, kind="stable")
-    counts = np.bincount(labs, minlength=k + 1)
-    return np.split(pts[order], np.cumsum(counts)[:-1])
+    scores = _scores(crop[0], crop[1], sp, len(label_list), pen)
+    return dict(zip(label_list, scores))
 
 
 def region_metrics(
@@ -379,22 +439,19 @@ def region_metrics(
     sp = _spacing(spacing, gt_labels.ndim)
     pen = _resolve_penalty(penalty, gt_labels.shape, sp)
     union = sorted({lab for labs in members.values() for lab in labs})
-    cp = _compact_lut(_as_labels(pred_labels, "prediction"), union)
-    cg = _compact_lut(_as_labels(gt_labels, "ground truth"), union)
-    box = _bbox((cp != 0) | (cg != 0))
-    if box is None:
+    crop = _compact_crop(pred_labels, gt_labels, union)
+    if crop is None:
         return {name: SurfaceMetrics(1.0, 0.0, 0.0, 0.0, True, True) for name in names}
-    cp = cp[box]
-    cg = cg[box]
+    cp, cg = crop
     out: dict[str, SurfaceMetrics] = {}
     for name in names:
-        lut = np.zeros(len(union) + 1, dtype=bool)
-        lut[[union.index(lab) + 1 for lab in members[name]]] = True
+        lut = np.zeros(len(union) + 1, dtype=np.uint8)
+        lut[[union.index(lab) + 1 for lab in members[name]]] = 1
         pm = lut[cp]
         gm = lut[cg]
         sub = _bbox(pm | gm)
         if sub is None:
             out[name] = SurfaceMetrics(1.0, 0.0, 0.0, 0.0, True, True)
         else:
-            out[name] = _binary_cropped(pm[sub], gm[sub], sp, pen)
+            out[name] = _scores(pm[sub], gm[sub], sp, 1, pen)[0]
     return out
