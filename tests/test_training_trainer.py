@@ -7,6 +7,15 @@ from albench.models import UNet, seeded
 from albench.training import TrainConfig, make_optimizer, resolve_device, train_segmenter
 from albench.training.trainer import epoch_batches
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run faster (and less noisily on a shared 2-core box) on one thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 TINY = dict(widths=(4, 8, 8, 8), bottleneck=8)
 
 
