@@ -22,7 +22,7 @@ from albench.data.ingest import CaseError, SlicedCase, process_case
 from albench.data.layouts import BadCase, CaseFiles, discover, source_listing
 from albench.data.preprocess import slice_axis
 from albench.data.split import split_cases
-from albench.data.store import FORMAT, IMAGE_DTYPE, COMPRESSION, SliceStore, StoreWriter, store_dir, store_filename
+from albench.data.store import FORMAT, IMAGE_DTYPE, COMPRESSION_NAME, SliceStore, StoreWriter, store_dir, store_filename
 from albench.errors import DataError
 from albench.io import atomic_path
 from albench.resources import cache_dir
@@ -195,7 +195,8 @@ def build_store(name: str, *, source: Path | None = None, size: int | None = Non
             first = info[kept[0].case]
             ax = first["axis"]
             zooms = first["spacing_mm"]
-            inplane = [zooms[i] * grid / s for i in range(3) if i != ax]
+            a, b = (i for i in range(3) if i != ax)
+            inplane = [zooms[b] * grid / s, zooms[a] * grid / s]
             meta = {
                 "dataset": card.name,
                 "title": card.title,
@@ -213,7 +214,8 @@ def build_store(name: str, *, source: Path | None = None, size: int | None = Non
                     "normalise": "per-volume z-score per modality over non-zero (brain) voxels; background stays 0",
                     "axis": card.axis, "grid": grid, "grid_rule": card.grid, "size": s,
                     "resize": "none" if s == grid else ("area (images), nearest (labels)" if s < grid else "bilinear (images), nearest (labels)"),
-                    "image_dtype": np.dtype(IMAGE_DTYPE).name, "compression": COMPRESSION,
+                    "image_dtype": np.dtype(IMAGE_DTYPE).name, "compression": COMPRESSION_NAME,
+                    "slice_orientation": "for slicing axis k of the source array, (H, W) = the other two axes in reverse order",
                 },
                 "slice_filter": dict(card.slice_filter),
                 "spacing": [float(zooms[ax])] + [float(v) for v in inplane],
@@ -263,7 +265,7 @@ def _ingest(card: DatasetCard, ordered: list[CaseFiles], assign: dict[str, str],
                 continue
             split = assign[files.case]
             sel = sc.keep if split == "train" else np.ones(len(sc.keep), dtype=bool)
-            writer.append(files.case, split, sc.slice_index[sel], sc.images[sel], sc.labels[sel])
+            writer.append(files.case, split, sc.slice_index, sc.images, sc.labels, sel)
             info[files.case] = {"group": files.group, "split": split, "shape": list(sc.shape),
                                 "spacing_mm": list(sc.zooms), "axis": sc.axis, "slices": int(sel.sum()),
                                 "slices_total": len(sel), "files": [str(p) for p in (*files.images, files.label)]}

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from albench.data.cards import UNMAPPED, DatasetCard, LabelMap
 from albench.data.layouts import BadCase, CaseFiles
-from albench.data.preprocess import keep_for_training, resize_slices, slice_axis, slice_volume, zscore_nonzero
+from albench.data.nifti import read_nifti
+from albench.data.preprocess import keep_for_training, resize_slices, slice_axis, slice_channels, slice_labels
 
 
 class CaseError(Exception):
@@ -38,12 +38,10 @@ class SlicedCase:
 
 def _read(path: Path, case: str, what: str) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
     try:
-        img = nib.load(str(path))
-        data = np.asarray(img.dataobj)
+        return read_nifti(path)
     except Exception as exc:  # nibabel raises many types for truncated / corrupt files
         raise CaseError(BadCase(case, str(path), f"cannot read the {what} volume ({type(exc).__name__}: {exc}); "
                                 "the file is truncated or corrupt: copy it again from the original release")) from exc
-    return data, img.affine, tuple(float(z) for z in img.header.get_zooms())
 
 
 def remap_labels(raw: np.ndarray, lut: np.ndarray, legal: tuple[int, ...], case: str, path: Path) -> np.ndarray:
@@ -54,33 +52,39 @@ def remap_labels(raw: np.ndarray, lut: np.ndarray, legal: tuple[int, ...], case:
         if not np.array_equal(rounded, raw):
             raise CaseError(BadCase(case, str(path), "label map holds non-integer values; expected "
                                     f"integer labels {list(legal)}"))
-        raw = rounded
+        raw = rounded.astype(np.int64)
+    elif raw.dtype.kind not in "iub":
+        raise CaseError(BadCase(case, str(path), f"label map has data type {raw.dtype}; expected integers"))
+    lo, hi = int(raw.min()), int(raw.max())
+    mapped = None
+    if lo >= 0 and hi < len(lut):
+        mapped = lut[raw]
+        if not (mapped == UNMAPPED).any():
+            return mapped
     values = np.unique(raw)
     bad = [v for v in values.tolist() if v < 0 or v >= len(lut) or lut[int(v)] == UNMAPPED]
-    if bad:
-        shown = ", ".join(str(int(v)) for v in bad[:10])
-        raise CaseError(BadCase(case, str(path), f"label value(s) {shown} outside the dataset's label set "
-                                f"{list(legal) if len(legal) <= 12 else f'({len(legal)} values, see the card)'}"))
-    return lut[raw.astype(np.intp, copy=False)]
+    shown = ", ".join(str(int(v)) for v in bad[:10])
+    raise CaseError(BadCase(case, str(path), f"label value(s) {shown} outside the dataset's label set "
+                            f"{list(legal) if len(legal) <= 12 else f'({len(legal)} values, see the card)'}"))
 
 
-def load_case(card: DatasetCard, files: CaseFiles, label_map: LabelMap) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, ...]]:
-    """Read a case: images (C, X, Y, Z) float32 in the card's channel order, labels (X, Y, Z)
-    uint8 in training space, the affine (4, 4) and voxel sizes (mm). CaseError on any problem."""
+def load_case(card: DatasetCard, files: CaseFiles, label_map: LabelMap) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, tuple[float, ...]]:
+    """Read a case: one (X, Y, Z) array per channel in the card's channel order (stored dtype),
+    labels (X, Y, Z) uint8 in training space, the affine (4, 4) and voxel sizes (mm).
+    CaseError naming the file on any problem."""
     channels: list[np.ndarray] = []
     affine = None
     zooms: tuple[float, ...] = ()
+    first = files.images[0]
     if files.volume_index is not None:
-        data, affine, zooms = _read(files.images[0], files.case, "4-D image")
+        data, affine, zooms = _read(first, files.case, "4-D image")
         if data.ndim != 4 or data.shape[3] <= max(files.volume_index):
-            raise CaseError(BadCase(files.case, str(files.images[0]),
+            raise CaseError(BadCase(files.case, str(first),
                                     f"expected a 4-D image with at least {max(files.volume_index) + 1} volumes "
                                     f"on the 4th axis, got shape {data.shape}"))
         channels = [data[..., i] for i in files.volume_index]
         zooms = zooms[:3]
-        first = files.images[0]
     else:
-        first = files.images[0]
         for name, path in zip(card.channel_names, files.images):
             data, aff, z = _read(path, files.case, name)
             if data.ndim == 4 and data.shape[3] == 1:
@@ -94,28 +98,25 @@ def load_case(card: DatasetCard, files: CaseFiles, label_map: LabelMap) -> tuple
             if affine is None:
                 affine, zooms = aff, z[:3]
             channels.append(data)
-    images = np.empty((len(channels),) + channels[0].shape, dtype=np.float32)
-    for i, ch in enumerate(channels):
-        images[i] = ch
     raw, _, _ = _read(files.label, files.case, "label")
     if raw.ndim == 4 and raw.shape[3] == 1:
         raw = raw[..., 0]
-    if raw.shape != images.shape[1:]:
+    if raw.shape != channels[0].shape:
         raise CaseError(BadCase(files.case, str(files.label),
-                                f"label map has shape {raw.shape} but the images have {images.shape[1:]}"))
+                                f"label map has shape {raw.shape} but the images have {channels[0].shape}"))
     labels = remap_labels(raw, label_map.lut(card.label_values), card.label_values, files.case, files.label)
-    return images, labels, affine, zooms
+    return channels, labels, affine, zooms
 
 
 def process_case(card: DatasetCard, files: CaseFiles, label_map: LabelMap, grid: int, size: int) -> SlicedCase:
     """Load, z-score, slice along the card's axis, pad/crop to ``grid``, filter, resize to ``size``."""
-    images, labels, affine, zooms = load_case(card, files, label_map)
+    channels, labels, affine, zooms = load_case(card, files, label_map)
     axis = slice_axis(affine, card.axis)
-    zscore_nonzero(images)
-    shape = images.shape[1:]
-    sl_images, sl_labels = slice_volume(images, labels, axis, grid)
-    del images, labels
-    keep = keep_for_training(card.slice_filter, sl_images, sl_labels)
-    sl_images, sl_labels = resize_slices(sl_images, sl_labels, size)
-    return SlicedCase(files.case, sl_images, sl_labels, np.arange(len(sl_images), dtype=np.int32),
+    shape = channels[0].shape
+    images, brain = slice_channels(channels, axis, grid)
+    del channels
+    sl_labels = slice_labels(labels, axis, grid)
+    keep = keep_for_training(card.slice_filter, brain, sl_labels)
+    images, sl_labels = resize_slices(images, sl_labels, size)
+    return SlicedCase(files.case, images, sl_labels, np.arange(len(images), dtype=np.int32),
                       keep, tuple(int(s) for s in shape), tuple(float(z) for z in zooms), axis)

@@ -1,7 +1,8 @@
 """The HDF5 slice store: one file per (dataset, preprocessing) fingerprint.
 
 Layout: ``/images`` (N, C, H, W) float32, ``/labels`` (N, H, W) uint8, both chunked one slice
-per chunk and lzf-compressed; ``/case`` (N,) str, ``/slice`` (N,) int32, ``/split`` (N,) str.
+per chunk and Blosc/LZ4-compressed (the ``hdf5plugin`` filter: other readers ``import hdf5plugin``
+before h5py opens the file); ``/case`` (N,) str, ``/slice`` (N,) int32, ``/split`` (N,) str.
 Root attributes: ``format``, ``fingerprint``, ``config_hash``, ``content_hash``, ``meta`` (JSON)
 and ``complete`` (written last, so a store cut short never opens)."""
 
@@ -14,13 +15,18 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import h5py
+import hdf5plugin
 import numpy as np
 
 from albench.errors import DataError
 
 FORMAT = "albench-slice-store/1"
 IMAGE_DTYPE = np.float32
-COMPRESSION = "lzf"
+COMPRESSION_NAME = "blosc-lz4 (clevel 5, no shuffle)"
+
+
+def _compression() -> dict:
+    return dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.NOSHUFFLE))
 _STR = h5py.string_dtype("utf-8")
 _HASH_BLOCK = 64  # slices per read while hashing
 
@@ -58,9 +64,9 @@ class StoreWriter:
         self._f = h5py.File(path, "w", libver="latest")
         chunk_i = (1, channels, size, size)
         self._images = self._f.create_dataset("images", shape=(0, channels, size, size), maxshape=(None, channels, size, size),
-                                              dtype=IMAGE_DTYPE, chunks=chunk_i, compression=COMPRESSION)
+                                              dtype=IMAGE_DTYPE, chunks=chunk_i, **_compression())
         self._labels = self._f.create_dataset("labels", shape=(0, size, size), maxshape=(None, size, size),
-                                              dtype=np.uint8, chunks=(1, size, size), compression=COMPRESSION)
+                                              dtype=np.uint8, chunks=(1, size, size), **_compression())
         self._hasher = ContentHasher()
         self.case: list[str] = []
         self.split: list[str] = []
@@ -70,22 +76,31 @@ class StoreWriter:
     def n(self) -> int:
         return len(self.case)
 
-    def append(self, case: str, split: str, slice_index: np.ndarray, images: np.ndarray, labels: np.ndarray) -> None:
-        """Add (k, C, H, W) images and (k, H, W) labels of one case."""
-        k = len(images)
-        if k == 0:
-            return
-        start = self.n
-        self._images.resize(start + k, axis=0)
-        self._labels.resize(start + k, axis=0)
+    def append(self, case: str, split: str, slice_index: np.ndarray, images: np.ndarray, labels: np.ndarray,
+               keep: np.ndarray | None = None) -> None:
+        """Add the (k, C, H, W) images and (k, H, W) labels of one case; with ``keep`` (k,) bool,
+        only the kept slices (written run by run, without copying the case)."""
+        if keep is None:
+            keep = np.ones(len(images), dtype=bool)
         images = np.ascontiguousarray(images, dtype=IMAGE_DTYPE)
         labels = np.ascontiguousarray(labels, dtype=np.uint8)
-        self._images[start:start + k] = images
-        self._labels[start:start + k] = labels
-        self._hasher.update(images, labels)
-        self.case += [case] * k
-        self.split += [split] * k
-        self.slice_index += [int(s) for s in slice_index]
+        rows = np.flatnonzero(keep)
+        total = len(rows)
+        if total == 0:
+            return
+        start = self.n
+        self._images.resize(start + total, axis=0)
+        self._labels.resize(start + total, axis=0)
+        pos = start
+        for a, b, _ in _runs(rows):
+            k = b - a
+            self._images[pos:pos + k] = images[a:b]
+            self._labels[pos:pos + k] = labels[a:b]
+            self._hasher.update(images[a:b], labels[a:b])
+            pos += k
+        self.case += [case] * total
+        self.split += [split] * total
+        self.slice_index += [int(s) for s in np.asarray(slice_index)[rows]]
 
     def finish(self, *, fingerprint: str, config_hash: str, meta: dict) -> str:
         """Write index arrays and attributes, mark complete, close; returns the content hash."""
