@@ -166,7 +166,7 @@ def _border_labels(compact: np.ndarray) -> np.ndarray:
     A voxel of label L is on the surface of ``map == L`` (mask minus its 6-connected erosion,
     the volume edge counting as background) iff one of its six neighbours is not L, so one
     comparison pass gives the surface of every label at once."""
-    padded = np.pad(compact, _PAD)
+    padded = np.ascontiguousarray(np.pad(compact, _PAD))
     nd = padded.ndim
     inner = (slice(_PAD, -_PAD),) * nd
     core = padded[inner]
@@ -232,8 +232,9 @@ def _known_distances(src: _Surface, dst: _Surface, sp: np.ndarray) -> np.ndarray
     d = np.full(src.labs.shape, np.nan)
     if src.labs.size == 0:
         return d
-    strides = np.array(dst.padded.strides) // dst.padded.itemsize
-    table = dst.padded.ravel()
+    shape = dst.padded.shape
+    strides = np.array([int(np.prod(shape[i + 1 :])) for i in range(len(shape))], dtype=np.int64)
+    table = dst.padded.reshape(-1)
     todo = np.arange(src.labs.size)
     flat, labs = src.flat, src.labs
     for length, offsets in _shells(sp):
