@@ -116,38 +116,50 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cells(values, width: int = 8) -> str:
+    return "  ".join(f"{fmt.format(values[key]):>{width}}" for _, key, fmt in _COLUMNS)
+
+
+def _flags(m) -> str:
+    return ",".join(f for f, on in (("gt_empty", m.gt_empty), ("pred_empty", m.pred_empty)) if on)
+
+
 def format_table(results: Sequence, summary: dict | None) -> str:
-    """Human-readable table: one block per case (or one row per case and region in folder mode),
-    then the summary (mean / std / median) when given."""
+    """Human-readable table: for one case a row per region; for a folder a row per case and
+    region, then the summary (mean / std / median over cases)."""
     lines: list[str] = []
     width = max([len(n) for n in results[0].metrics] + [6])
-    head = f"{'region':<{width}}  " + "  ".join(f"{c:>8}" for c, _, _ in _COLUMNS) + "  flags"
-    for r in results:
-        what = r.prediction if r.prediction is not None else "MISSING prediction (scored empty)"
-        lines.append(f"case {r.case}: {what} vs {r.ground_truth}  "
-                     f"(spacing {', '.join(f'{s:g}' for s in r.spacing)} mm, penalty {r.penalty:.2f} mm)")
-        lines.append(head)
+    header = "  ".join(f"{c:>8}" for c, _, _ in _COLUMNS) + "  flags"
+    if summary is None:
+        r = results[0]
+        lines.append(f"{r.prediction} vs {r.ground_truth}  (spacing "
+                     f"{' x '.join(f'{s:g}' for s in r.spacing)} mm, penalty {r.penalty:.2f} mm)")
+        lines.append(f"{'region':<{width}}  {header}")
         for name, m in r.metrics.items():
-            flags = ",".join(f for f, on in (("gt_empty", m.gt_empty), ("pred_empty", m.pred_empty)) if on)
-            cells = "  ".join(f"{fmt.format(getattr(m, key)):>8}" for _, key, fmt in _COLUMNS)
-            lines.append(f"{name:<{width}}  {cells}  {flags}")
+            lines.append(f"{name:<{width}}  {_cells(m.as_dict())}  {_flags(m)}")
         if r.mean is not None:
-            cells = "  ".join(f"{fmt.format(r.mean[key]):>8}" for _, key, fmt in _COLUMNS)
-            lines.append(f"{'mean':<{width}}  {cells}")
-        lines.append("")
-    if summary is not None:
-        lines.append(f"summary over {len(results)} case(s) (mean / std / median):")
-        lines.append(f"{'region':<{width}}  " + "  ".join(f"{c:>22}" for c, _, _ in _COLUMNS))
-        blocks = dict(summary["regions"])
-        if "mean_over_structures" in summary:
-            blocks["mean"] = summary["mean_over_structures"]
-        for name, entry in blocks.items():
-            cells = "  ".join(
-                f"{'/'.join(fmt.format(entry[key][s]) for s in ('mean', 'std', 'median')):>22}"
-                for _, key, fmt in _COLUMNS
-            )
-            lines.append(f"{name:<{width}}  {cells}")
-        if summary["missing_predictions"]:
-            lines.append(f"cases without prediction (scored empty): {', '.join(summary['missing_predictions'])}")
-        lines.append("")
-    return "\n".join(lines)
+            lines.append(f"{'mean':<{width}}  {_cells(r.mean)}")
+        return "\n".join(line.rstrip() for line in lines) + "\n"
+    cw = max([len(r.case) for r in results] + [4])
+    lines.append(f"{'case':<{cw}}  {'region':<{width}}  {header}")
+    for r in results:
+        for name, m in r.metrics.items():
+            flags = _flags(m) + (" no-prediction" if r.prediction is None else "")
+            lines.append(f"{r.case:<{cw}}  {name:<{width}}  {_cells(m.as_dict())}  {flags.strip()}")
+        if r.mean is not None:
+            lines.append(f"{r.case:<{cw}}  {'mean':<{width}}  {_cells(r.mean)}")
+    lines.append("")
+    lines.append(f"summary over {len(results)} case(s), mean / std / median:")
+    lines.append(f"{'region':<{width}}  " + "  ".join(f"{c:>22}" for c, _, _ in _COLUMNS))
+    blocks = dict(summary["regions"])
+    if "mean_over_structures" in summary:
+        blocks["mean"] = summary["mean_over_structures"]
+    for name, entry in blocks.items():
+        cells = "  ".join(
+            f"{'/'.join(fmt.format(entry[key][s]) for s in ('mean', 'std', 'median')):>22}"
+            for _, key, fmt in _COLUMNS
+        )
+        lines.append(f"{name:<{width}}  {cells}")
+    if summary["missing_predictions"]:
+        lines.append("cases without prediction (scored as empty): " + ", ".join(summary["missing_predictions"]))
+    return "\n".join(line.rstrip() for line in lines) + "\n"
