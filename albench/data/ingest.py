@@ -119,4 +119,4 @@ def process_case(card: DatasetCard, files: CaseFiles, label_map: LabelMap, grid:
     keep = keep_for_training(card.slice_filter, brain, sl_labels)
     images, sl_labels = resize_slices(images, sl_labels, size)
     return SlicedCase(files.case, images, sl_labels, np.arange(len(images), dtype=np.int32),
-                      keep, tuple(int(s) for s in shape), tuple(float(z) for z in zooms), axis)
+                      keep, tuple(int(s) for s in shape), tuple(round(float(z), 6) for z in zooms), axis)
