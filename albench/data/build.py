@@ -179,6 +179,9 @@ def build_store(name: str, *, source: Path | None = None, size: int | None = Non
         raise DataError(bad[0].message() + (f" (and {len(bad) - 1} more bad case(s))" if len(bad) > 1 else "")
                         + "; fix the source or pass --skip-bad to leave bad cases out")
     skipped = list(bad)
+    if len(cases) < 2:
+        raise DataError(f"{card.name}: only {len(cases)} usable case(s) in {src} (need at least 2 cases for a "
+                        f"train/test split); {len(bad)} case(s) were bad")
     assign = split_cases([c.case for c in cases], int(card.split["train"]), int(card.split["test"]),
                          int(card.split.get("seed", 0)))
     grid = _auto_grid(card, cases) if card.grid == "auto" else int(card.grid)
