@@ -30,8 +30,8 @@ DEFAULTS: dict[str, Any] = {
     "grid_mm": 2.0,               # isotropic voxel size in mm; 1.0 = true BraTS 240x240x155
     "lgg_rate": 0.23,             # share of subjects without enhancing tumour (BraTS 2019: 76/335)
     "max_lesions": 3,             # tumour components per subject: 1..max_lesions
-    "core_radius_mm": [3.0, 22.0],  # tumour-core radius, log-uniform, mm
-    "oedema_factor": [1.15, 2.4],   # whole-tumour radius / core radius
+    "core_radius_mm": [5.0, 25.0],  # tumour-core radius, log-uniform, mm
+    "oedema_factor": [1.2, 2.2],    # whole-tumour radius / core radius
     "mass_effect": [0.15, 0.6],     # push at the core boundary, fraction of the core radius
     "elastic_mm": 2.5,            # std of the smooth elastic displacement, mm
     "rotate_deg": 6.0,            # max rotation per axis, degrees

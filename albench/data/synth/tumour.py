@@ -34,7 +34,7 @@ def draw_lesion(centre: np.ndarray, core_radius: float, rng: np.random.Generator
         oedema_factor=float(rng.uniform(*oedema_factor)),
         axes=rng.uniform(0.65, 1.35, 3),
         rotation=rotation_matrix(rng.uniform(0, np.pi, 3)),
-        necrosis_level=float(rng.uniform(0.1, 0.65)),
+        necrosis_level=float(rng.uniform(0.3, 0.8)),
         push=float(rng.uniform(*mass_effect) * core_radius),
     )
 
