@@ -43,7 +43,7 @@ class OracleLowestDice(Method):
 
     privileged = True
     requires = frozenset({"segmenter", "ground_truth"})
-    description = "upper bound: slices with the lowest current Dice vs ground truth (reads GT)"
+    description = "upper bound: slices with the lowest current Dice vs ground truth"
 
     def __init__(self, batch_size: int = 128):
         self.batch_size = int(batch_size)

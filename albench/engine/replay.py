@@ -54,6 +54,7 @@ class Backend:
     train_config: Callable[..., Any]
     predict_proba: Callable[..., Any]
     get_manifold: Callable[..., Any] | None = None
+    manifold_config: Callable[..., Any] | None = None
 
     @classmethod
     def default(cls) -> "Backend":
@@ -61,10 +62,10 @@ class Backend:
         from albench.training import TrainConfig, make_optimizer, predict_proba, train_segmenter
 
         try:
-            from albench.training import get_manifold
-        except ImportError:
-            get_manifold = None
-        return cls(UNet, make_optimizer, train_segmenter, TrainConfig, predict_proba, get_manifold)
+            from albench.training.manifold import ManifoldConfig, get_manifold
+        except ImportError:  # pragma: no cover - manifold trainer not installed
+            return cls(UNet, make_optimizer, train_segmenter, TrainConfig, predict_proba)
+        return cls(UNet, make_optimizer, train_segmenter, TrainConfig, predict_proba, get_manifold, ManifoldConfig)
 
 
 def _amp(protocol: Protocol) -> bool | str:
@@ -166,8 +167,11 @@ class Replay:
                 raise AlbenchError("this albench has no manifold trainer (albench.training.get_manifold); "
                                    f"method {self.method.name!r} needs one")
             spec = self.protocol.manifold
-            self.manifold = self.backend.get_manifold(self.store, spec, self.device,
-                                                      seed=self.seed if spec.per_seed else None)
+            cfg = self.backend.manifold_config(
+                z_dim=spec.z_dim, widths=spec.widths, epochs=spec.epochs, batch_size=spec.batch_size,
+                lr=spec.lr, seed=rngs.int_seed(self.seed, "manifold") if spec.per_seed else 0,
+                amp=_amp(self.protocol))
+            self.manifold = self.backend.get_manifold(self.store, cfg, self.device)
         return self.manifold
 
     def _base_record(self) -> dict[str, Any]:

@@ -1,0 +1,148 @@
+"""``albench run`` (replay a protocol for its methods and seeds) and ``albench list``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from albench.errors import AlbenchError, ProtocolError
+
+RUN_EPILOG = """examples:
+  albench run --protocol brats-7pct --quick                 CPU-sized run on the embedded synth-brats
+  albench run --protocol brats-7pct --methods random,oracle --seeds 0-9 --device cuda
+  albench run --protocol brats-7pct --data /data/MICCAI_BraTS_2019_Data_Training
+  albench run --protocol brats-7pct --dataset brats19       a store built earlier with albench data build
+  albench run --protocol brats-3pct --method my_method.py:MyMethod --seeds 0,3 --out results/
+
+Records go to OUT/<protocol>__<profile>__<protocol fp>/<dataset>__<dataset fp>/<method>__seed<k>.json;
+re-running skips finished jobs and resumes killed ones from their last finished round."""
+
+DEFAULT_REAL = {"brats": "brats19", "malc": "malc"}
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``run`` and ``list`` commands."""
+    p = subparsers.add_parser("run", help="replay an active-learning protocol", description=__doc__,
+                              epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--protocol", required=True, help="shipped protocol name (albench list protocols) or a .toml path")
+    p.add_argument("--quick", action="store_true", help="use the protocol's quick profile (small grid and net, 3 seeds)")
+    p.add_argument("--profile", help="use another named profile of the protocol")
+    p.add_argument("--methods", help="comma-separated method names (default: the protocol's)")
+    p.add_argument("--method", action="append", default=[], metavar="FILE.py:CLASS",
+                   help="a method outside the repository (repeatable); added to --methods")
+    p.add_argument("--seeds", help="e.g. 0-9 or 0,3 (default: the protocol's)")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
+    p.add_argument("--out", default="runs", type=Path, help="results folder (default: ./runs)")
+    p.add_argument("--data", type=Path, help="folder of a real dataset (e.g. MICCAI_BraTS_2019_Data_Training)")
+    p.add_argument("--dataset", help="dataset name (albench list datasets) or a store .h5 path; default: the protocol's")
+    p.add_argument("--no-reference", action="store_true", help="skip the full-data reference row")
+    p.add_argument("--quiet", action="store_true", help="no per-round progress lines")
+    p.set_defaults(func=cmd_run)
+
+    lst = subparsers.add_parser("list", help="list protocols, methods or datasets")
+    lst.add_argument("what", choices=["protocols", "methods", "datasets"])
+    lst.set_defaults(func=cmd_list)
+
+
+def _log(args: argparse.Namespace, msg: str) -> None:
+    if not args.quiet:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _store(args: argparse.Namespace, protocol: Any) -> Any:
+    from albench.data import ensure_store, open_store
+
+    size = protocol.data.size
+    if args.data is not None:
+        name = args.dataset or DEFAULT_REAL[protocol.task]
+        _log(args, f"opening (building on first use) the {name} store from {args.data} at size {size or 'default'}")
+        return ensure_store(name, size=size, source=args.data, quiet=args.quiet)
+    if args.dataset and (args.dataset.endswith(".h5") or Path(args.dataset).is_file()):
+        return open_store(Path(args.dataset))
+    name = args.dataset or protocol.data.dataset
+    try:
+        return open_store(name, size=size)
+    except AlbenchError:
+        _log(args, f"building the {name} store at size {size or 'default'} (first run only)")
+        return ensure_store(name, size=size, quiet=args.quiet)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from albench.engine.protocol import load_protocol
+    from albench.engine.records import experiment_dir
+    from albench.engine.replay import stderr_progress
+    from albench.engine.report import format_table, summarize
+    from albench.engine.runner import Runner, parse_seeds
+    from albench.io import atomic_write_json, atomic_write_text
+    from albench.training import resolve_device
+
+    if args.quick and args.profile and args.profile != "quick":
+        raise ProtocolError("--quick and --profile name different profiles; give one of them")
+    profile = "quick" if args.quick else args.profile
+    protocol = load_protocol(args.protocol, profile)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else list(protocol.methods)
+    methods += args.method
+    seeds = parse_seeds(args.seeds) if args.seeds else list(protocol.seeds)
+    device = str(resolve_device(args.device))
+    started = time.perf_counter()
+    store = _store(args, protocol)
+    progress = None if args.quiet else stderr_progress
+    _log(args, f"{protocol.label}: dataset {store.name} (fingerprint {store.fingerprint[:12]}), "
+               f"{len(store.rows('train'))} training slices, {len(store.cases('test'))} test cases; "
+               f"methods {', '.join(methods)}; seeds {seeds}; device {device}")
+    runner = Runner(protocol, store, methods=methods, seeds=seeds, out=args.out, device=device, progress=progress)
+    records = runner.run()
+    reference: list[dict] = []
+    ref_dir = None
+    if protocol.reference and not args.no_reference:
+        ref = load_protocol(protocol.reference)
+        if profile is not None and profile in ref.profiles:
+            ref = ref.with_profile(profile)
+        ref_runner = Runner(ref, store, seeds=seeds, out=args.out, device=device, progress=progress)
+        reference = ref_runner.run()
+        ref_dir = ref_runner.exp_dir
+    summary = summarize(records, reference=reference)
+    table = format_table(summary)
+    exp_dir = experiment_dir(args.out, protocol, store.name, store.fingerprint)
+    summary["reference_records"] = str(ref_dir) if ref_dir else None
+    summary["wall_seconds"] = time.perf_counter() - started
+    atomic_write_json(exp_dir / "summary.json", summary)
+    atomic_write_text(exp_dir / "summary.txt", table + "\n")
+    print(table)
+    print(f"\nrun records: {exp_dir}" + (f"\nreference records: {ref_dir}" if ref_dir else ""))
+    print(f"wall time: {summary['wall_seconds']:.0f} s")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "protocols":
+        from albench.engine.protocol import list_protocols, load_protocol
+
+        for name in list_protocols():
+            try:
+                p = load_protocol(name)
+                extra = f" [profiles: {', '.join(p.profiles)}]" if p.profiles else ""
+                print(f"{name:<14} {p.description}{extra}")
+            except AlbenchError as exc:
+                print(f"{name:<14} INVALID: {exc}")
+    elif args.what == "methods":
+        from albench.engine.method import available_methods
+
+        for name, cls in available_methods().items():
+            desc = cls.description or (cls.__doc__ or "").strip().splitlines()[0]
+            print(f"{name:<14} {desc}{' (privileged: reads ground truth)' if cls.privileged else ''}")
+    else:
+        from albench.data import list_datasets, load_card
+
+        for name in list_datasets():
+            try:
+                card = load_card(name)
+                title = getattr(card, "title", "") or ""
+                kind = getattr(card, "kind", "")
+                print(f"{name:<14} {title}{f' ({kind})' if kind else ''}")
+            except AlbenchError as exc:
+                print(f"{name:<14} INVALID: {exc}")
+    return 0

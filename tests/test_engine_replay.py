@@ -1,0 +1,180 @@
+"""End-to-end replay on a tiny protocol and an in-memory store: each shipped method,
+fairness, determinism, resume after a kill, bad answers, skipping finished jobs."""
+
+import json
+
+import numpy as np
+import pytest
+
+from albench.engine.conformance import TinyStore
+from albench.engine.method import Method, get_method
+from albench.engine.protocol import parse_protocol
+from albench.engine.records import checkpoint_path, read_record, strip_timings
+from albench.engine.replay import Backend, Replay
+from albench.engine.report import format_table, summarize
+from albench.engine.runner import Runner
+from albench.errors import MethodError
+
+TINY = """
+name = "tiny"
+version = 1
+task = "brats"
+[data]
+dataset = "tiny"
+[budget]
+schedule = [0.1, 0.2, 0.3]
+report = [0.2, 0.3]
+[segmenter]
+widths = [4, 8, 8, 16]
+bottleneck = 16
+[training]
+epochs = 1
+batch_size = 4
+min_steps = 2
+[evaluation]
+batch_size = 16
+workers = 2
+[run]
+methods = ["random", "oracle"]
+seeds = [0, 1]
+"""
+FULL = TINY.replace('name = "tiny"', 'name = "tiny-full"').replace(
+    "schedule = [0.1, 0.2, 0.3]\nreport = [0.2, 0.3]", "schedule = [1.0]").replace(
+    'methods = ["random", "oracle"]', 'methods = ["full"]')
+
+
+@pytest.fixture(scope="module")
+def store():
+    return TinyStore(n_cases=6, depth=8, size=32)
+
+
+@pytest.fixture(scope="module")
+def protocol():
+    return parse_protocol(TINY, "tiny.toml")
+
+
+@pytest.fixture(scope="module")
+def finished(store, protocol, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    lines = []
+    runner = Runner(protocol, store, out=out, progress=lines.append)
+    return runner, runner.run(), lines
+
+
+def test_end_to_end_records(finished, store, protocol):
+    runner, records, lines = finished
+    pool = set(store.rows("train").tolist())
+    sizes = protocol.budget.slices(len(pool))
+    assert sizes == [4, 7, 10]
+    assert [(r["method"]["name"], r["seed"]) for r in records] == [("random", 0), ("random", 1), ("oracle", 0), ("oracle", 1)]
+    for rec in records:
+        assert rec["status"] == "finished"
+        assert rec["dataset"]["fingerprint"] == store.fingerprint
+        assert rec["protocol"]["fingerprint"] == protocol.fingerprint
+        assert rec["method"]["privileged"] == (rec["method"]["name"] == "oracle")
+        assert [e["labelled_size"] for e in rec["rounds"]] == sizes
+        seen = set()
+        for e in rec["rounds"]:
+            assert set(e["added"]) <= pool and not (set(e["added"]) & seen)
+            seen |= set(e["added"])
+            assert sorted(seen) == e["labelled"]
+            assert all(q["round"] == e["round"] for q in e["query_log"])
+            assert set(e["eval"]["cases"]) == set(store.cases("test"))
+            for case in e["eval"]["cases"].values():
+                assert set(case) == {"c1", "c2"} and 0 <= case["c1"]["dice"] <= 1
+            assert e["train"]["steps"] >= 2 and e["train"]["loss_curve"]
+        assert rec["rounds"][-1]["suggest_seconds"] is None
+        path = runner.exp_dir / f"{rec['method']['name']}__seed{rec['seed']}.json"
+        assert json.loads(path.read_text()) == rec
+        assert not checkpoint_path(path).exists()
+    assert len(lines) == 12
+    assert "oracle (upper bound) seed 1 round 2/2 labelled 31.25% (10) Dice c1" in lines[-1]
+
+
+def test_fairness_same_start_for_every_method(finished):
+    _, records, _ = finished
+    by = {(r["method"]["name"], r["seed"]): r for r in records}
+    for seed in (0, 1):
+        a, b = by[("random", seed)]["rounds"][0], by[("oracle", seed)]["rounds"][0]
+        assert a["labelled"] == b["labelled"]
+        assert a["train"]["loss_curve"] == b["train"]["loss_curve"]
+        assert a["eval"]["cases"] == b["eval"]["cases"]
+    assert by[("random", 0)]["rounds"][0]["labelled"] != by[("random", 1)]["rounds"][0]["labelled"]
+
+
+def test_report_table(finished):
+    _, records, _ = finished
+    summary = summarize(records)
+    rows = {(r["method"], r["fraction"]): r for r in summary["rows"]}
+    assert set(rows) == {("random", 0.2), ("random", 0.3), ("oracle (upper bound)", 0.2), ("oracle (upper bound)", 0.3)}
+    per_seed = [r["rounds"][2]["eval"]["mean"]["c1"]["dice"] for r in records if r["method"]["name"] == "random"]
+    assert rows[("random", 0.3)]["dice"]["c1"] == pytest.approx([np.mean(per_seed), np.std(per_seed, ddof=1)])
+    text = format_table(summary)
+    assert "oracle (upper bound)" in text and "tiny on tiny" in text
+
+
+def test_full_reference_trains_on_the_whole_pool(store, tmp_path):
+    prot = parse_protocol(FULL, "tiny-full.toml")
+    rec = Runner(prot, store, seeds=[0], out=tmp_path, progress=None).run()[0]
+    assert len(rec["rounds"]) == 1 and rec["rounds"][0]["labelled_size"] == len(store.rows("train"))
+    assert "full (reference)" in format_table(summarize([], reference=[rec]))
+
+
+def test_same_seed_same_record(finished, store, protocol, tmp_path):
+    _, records, _ = finished
+    again = Runner(protocol, store, methods=["oracle"], seeds=[1], out=tmp_path, progress=None).run()[0]
+    assert strip_timings(again) == strip_timings(records[3])
+
+
+class Boom(Exception):
+    pass
+
+
+def test_resume_after_kill_gives_the_same_record(finished, store, protocol, tmp_path):
+    _, records, _ = finished
+    path = tmp_path / "job.json"
+
+    def kill(r):
+        if r == 0:
+            raise Boom
+
+    with pytest.raises(Boom):
+        Replay(protocol, store, get_method("random"), 1, record_path=path, progress=None, on_round_end=kill).run()
+    partial = read_record(path)
+    assert partial["status"] == "running" and len(partial["rounds"]) == 1
+    assert checkpoint_path(path).exists()
+    resumed = Replay(protocol, store, get_method("random"), 1, record_path=path, progress=None).run()
+    assert resumed["timings"]["resumed_from"] == [0]
+    assert strip_timings(resumed) == strip_timings(records[1])
+    assert not checkpoint_path(path).exists()
+
+
+def test_finished_jobs_are_skipped(finished, store, protocol):
+    runner, records, _ = finished
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished job was trained again")
+
+    backend = Backend.default()
+    backend.train = no_training
+    again = Runner(protocol, store, out=runner.out, progress=None, backend=backend).run()
+    assert again == records
+
+
+class FloatPicks(Method):
+    name = "floaty"
+
+    def suggest(self, state, budget):
+        if state.round == 1:
+            return [float(i) for i in state.pool[:budget]]
+        return state.pool[:budget]
+
+
+def test_bad_answer_stops_the_run_and_keeps_finished_rounds(store, protocol, tmp_path):
+    path = tmp_path / "bad.json"
+    with pytest.raises(MethodError, match=r"method 'floaty', seed 0, round 1: .*non-integer.*\[\d+\.0"):
+        Replay(protocol, store, FloatPicks(), 0, record_path=path, progress=None).run()
+    rec = read_record(path)
+    assert rec["status"] == "failed" and "non-integer" in rec["error"]
+    assert [e["round"] for e in rec["rounds"]] == [0, 1]
+    assert checkpoint_path(path).exists()

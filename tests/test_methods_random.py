@@ -1,0 +1,35 @@
+"""Random sampling: the conformance kit plus uniformity and stream independence."""
+
+import numpy as np
+
+from albench.engine.conformance import MethodConformance, make_state
+from albench.engine.method import get_method
+from albench.engine.rng import numpy_rng
+
+
+class TestRandomConformance(MethodConformance):
+    def make_method(self):
+        return get_method("random")
+
+
+def test_random_is_the_method_stream_choice():
+    method = get_method("random")
+    state, _ = make_state(method, seed=4, round_=2)
+    picks = method.suggest(state, 5)
+    expected = numpy_rng(4, "method", 2).choice(np.asarray(state.pool), size=5, replace=False)
+    assert np.array_equal(picks, expected)
+
+
+def test_random_covers_the_pool_roughly_uniformly():
+    method = get_method("random")
+    counts = {}
+    for seed in range(200):
+        state, _ = make_state(method, seed=0, round_=seed)
+        for i in method.suggest(state, 4):
+            counts[int(i)] = counts.get(int(i), 0) + 1
+    pool = make_state(method, seed=0)[0].pool
+    assert set(counts) == set(pool.tolist())
+    expected = 200 * 4 / len(pool)
+    # 800 draws over 26 slices: each count ~ Binomial(200, 4/26); 5 sigma bounds
+    sigma = np.sqrt(200 * (4 / len(pool)) * (1 - 4 / len(pool)))
+    assert all(abs(c - expected) < 5 * sigma for c in counts.values())
