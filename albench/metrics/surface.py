@@ -333,8 +333,8 @@ def _compact_lut(values: np.ndarray, label_list: Sequence[int]) -> np.ndarray:
     else:
         lo, hi = int(values.min()), int(values.max())
     if lo >= 0 and hi < (1 << 20):
-        lut = np.zeros(max(hi, int(labels.max(initial=0))) + 1, dtype=np.uint16)
-        keep = labels >= 0
+        lut = np.zeros(hi + 1, dtype=np.uint16)
+        keep = (labels >= 0) & (labels <= hi)
         lut[labels[keep]] = np.arange(1, len(labels) + 1, dtype=np.uint16)[keep]
         return lut[values]
     order = np.argsort(labels)
@@ -373,8 +373,10 @@ def _compact_crop(
     gt = _as_labels(gt, "ground truth")
     if 0 in label_list:
         box: tuple[slice, ...] | None = (slice(None),) * gt.ndim
-    else:
+    elif pred.dtype == gt.dtype:
         box = _bbox(pred | gt)
+    else:
+        box = _bbox((pred != 0) | (gt != 0))
     if box is None:
         return None
     cp = _compact_lut(pred[box], label_list)
