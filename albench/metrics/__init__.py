@@ -13,7 +13,16 @@ from albench.metrics.surface import (
     region_metrics,
 )
 
+DEFINITIONS = (
+    "surface = mask minus its 6-connected erosion (volume edge counts as surface); distances = "
+    "Euclidean between surface-voxel centres, float64 mm, spacing in numpy axis order; "
+    "hd = max of both directed maxima; hd95 = max of both directed 95th percentiles (linear); "
+    "hd95_pooled = 95th percentile of both directed sets together (medpy); both masks empty: "
+    "dice 1, distances 0; exactly one empty: dice 0, distances = penalty (default image diagonal)"
+)
+
 __all__ = [
+    "DEFINITIONS",
     "SurfaceMetrics",
     "binary_metrics",
     "region_metrics",
