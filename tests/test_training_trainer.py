@@ -129,3 +129,14 @@ def test_resolve_device():
     else:
         with pytest.raises(AlbenchError, match="does not exist"):
             resolve_device(f"cuda:{torch.cuda.device_count()}")
+
+
+def test_model_on_wrong_device_is_reported():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a GPU to put the model elsewhere")
+    x, y = toy_problem(4)
+    model = UNet(1, 3, **TINY).cuda()
+    with pytest.raises(AlbenchError, match="call model.to"):
+        train_segmenter(model, make_optimizer(model, TrainConfig()), x, y, TrainConfig(epochs=1),
+                        order_rng=torch.Generator(), augment_rng=torch.Generator(),
+                        device=torch.device("cpu"))

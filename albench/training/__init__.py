@@ -3,6 +3,7 @@
 from albench.training.augment import AugmentConfig, augment_batch
 from albench.training.device import resolve_device
 from albench.training.losses import soft_dice_loss
+from albench.training.manifold import Manifold, ManifoldConfig, get_manifold
 from albench.training.predict import predict_labels, predict_proba
 from albench.training.trainer import (
     TrainConfig,
@@ -24,4 +25,7 @@ __all__ = [
     "TrainingAux",
     "make_optimizer",
     "train_segmenter",
+    "Manifold",
+    "ManifoldConfig",
+    "get_manifold",
 ]

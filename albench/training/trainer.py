@@ -116,6 +116,12 @@ def _check_inputs(model: nn.Module, images: Tensor, labels: Tensor, device: torc
         )
     if images.dtype != torch.float32:
         raise AlbenchError(f"train_segmenter: images must be float32, got {images.dtype}")
+    param = next(model.parameters(), None)
+    if param is not None and param.device.type != device.type:
+        raise AlbenchError(
+            f"train_segmenter: the model is on {param.device} but the training device is {device}; "
+            "call model.to(device) first"
+        )
     num_classes = getattr(model, "num_classes", None)
     if num_classes is None:
         raise AlbenchError("train_segmenter: the model needs a num_classes attribute (albench.models.UNet has one)")
