@@ -6,7 +6,9 @@ import hashlib
 import importlib.util
 import json
 import math
+import os
 import sys
+from collections import deque
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,7 +29,8 @@ from albench.errors import DataError
 from albench.io import atomic_path
 from albench.resources import cache_dir
 
-ADAPTER_VERSION = "1"
+ADAPTER_VERSION = "2"
+PREFETCH = 2  # cases loaded ahead of the writer, one thread each
 
 
 @dataclass
@@ -246,22 +249,24 @@ def build_store(name: str, *, source: Path | None = None, size: int | None = Non
 
 def _ingest(card: DatasetCard, ordered: list[CaseFiles], assign: dict[str, str], lm, grid: int, size: int,
             writer: StoreWriter, skip_bad: bool, skipped: list[BadCase], info: dict, quiet: bool) -> None:
-    """Load cases in a background thread (one ahead) while the main thread writes the last one."""
+    """Load and preprocess cases in background threads (up to ``PREFETCH`` ahead, results in
+    order) while the main thread compresses, hashes and writes the finished ones."""
     from tqdm import tqdm
 
     bar = tqdm(total=len(ordered), desc=f"ingest {card.name}", unit="case", file=sys.stderr, disable=quiet)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending: Future | None = pool.submit(process_case, card, ordered[0], lm, grid, size) if ordered else None
+    workers = max(1, min(PREFETCH, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        queue: deque[Future] = deque(pool.submit(process_case, card, f, lm, grid, size) for f in ordered[:workers])
         for i, files in enumerate(ordered):
-            assert pending is not None
-            fut = pending
-            pending = pool.submit(process_case, card, ordered[i + 1], lm, grid, size) if i + 1 < len(ordered) else None
+            fut = queue.popleft()
+            if i + workers < len(ordered):
+                queue.append(pool.submit(process_case, card, ordered[i + workers], lm, grid, size))
             try:
                 sc: SlicedCase = fut.result()
             except CaseError as exc:
                 if not skip_bad:
-                    if pending is not None:
-                        pending.cancel()
+                    for f in queue:
+                        f.cancel()
                     raise DataError(exc.bad.message() + "; fix the file or pass --skip-bad to leave this case out") from None
                 skipped.append(exc.bad)
                 bar.update(1)
