@@ -39,9 +39,10 @@ class ManifoldConfig:
     max_train_rows: train the VAE on at most this many training slices (a seeded random subset;
         None = all, as in the paper). Latents are computed for every training slice regardless.
     amp: mixed precision for training and encoding (True, False, "auto" = CUDA only).
-    memory_mb: host/device memory for image chunks in MiB (not part of the fingerprint; with
-        enough memory for the whole training set the order is a full shuffle, otherwise a
-        chunk-then-within-chunk shuffle, which changes the result, so it is recorded in ``info``)."""
+    memory_mb: memory for training images in MiB (not part of the fingerprint). If the training
+        slices fit, they are read once and fully shuffled each epoch; otherwise they are streamed
+        in chunks of memory_mb / 2 (chunk order and within-chunk order shuffled), which changes
+        the result, so ``info["single_chunk"]`` records it."""
 
     z_dim: int = 3
     widths: tuple[int, ...] = (32, 64, 128, 256)
@@ -108,9 +109,14 @@ def _streams(seed: int) -> list[int]:
     return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(int(seed)).spawn(4)]
 
 
-def _chunk_rows(store: Any, cfg: ManifoldConfig) -> int:
+def _chunk_rows(store: Any, cfg: ManifoldConfig, n: int) -> int:
+    """All n rows if they fit in memory_mb, else half of it per chunk (one chunk trains while
+    the next is read)."""
     per_row = 4 * store.channels * store.height * store.width
-    return max(cfg.batch_size * 2, int(cfg.memory_mb) * 2**20 // per_row)
+    budget = int(cfg.memory_mb) * 2**20
+    if n * per_row <= budget:
+        return max(n, 1)
+    return max(cfg.batch_size * 2, budget // (2 * per_row))
 
 
 def encode_rows(
@@ -181,7 +187,7 @@ def get_manifold(store: Any, cfg: ManifoldConfig, device: torch.device | str, *,
     with seeded(init_seed):
         vae = VAE(store.channels, (store.height, store.width), cfg.z_dim, cfg.widths)
     vae.to(device)
-    chunk = _chunk_rows(store, cfg)
+    chunk = _chunk_rows(store, cfg, int(train_rows.size))
     if not quiet:
         print(
             f"[albench] training the manifold VAE ({cfg.epochs} epochs on {train_rows.size} slices, "
@@ -204,7 +210,9 @@ def get_manifold(store: Any, cfg: ManifoldConfig, device: torch.device | str, *,
         amp=cfg.amp,
         quiet=quiet,
     )
-    latents, features = encode_rows(vae, store, rows, device, chunk_rows=chunk, amp=cfg.amp)
+    latents, features = encode_rows(
+        vae, store, rows, device, chunk_rows=_chunk_rows(store, cfg, int(rows.size)), amp=cfg.amp
+    )
     var_mu = latents.var(axis=0).astype(float).tolist()
     collapsed = [i for i, v in enumerate(var_mu) if v < COLLAPSE_VAR]
     if collapsed:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -73,7 +74,8 @@ def train_vae(
     (positions are ascending int64 in [0, n)).
 
     Memory stays bounded by ``chunk_rows`` slices: each epoch visits the contiguous chunks in a
-    random order and shuffles slices within a chunk (a single chunk is read once and kept). The
+    random order and shuffles slices within a chunk (a single chunk is read once and kept; with
+    several, the next chunk is read in a background thread while the current one trains). The
     order comes from ``order_rng``, the reparameterisation noise from ``noise_rng`` (a generator on
     ``device``). The model is left in eval mode."""
     if n < 1:
@@ -97,45 +99,57 @@ def train_vae(
     start = time.perf_counter()
     curves: tuple[list[float], list[float], list[float]] = ([], [], [])
     steps = 0
-    for epoch in range(epochs):
-        sums = torch.zeros(3, device=device)
-        for ci in torch.randperm(len(chunks), generator=order_rng, device=order_rng.device).tolist():
-            lo, hi = chunks[ci]
-            if len(chunks) == 1:
-                cached = load(lo, hi) if cached is None else cached
-                data = cached
-            else:
-                data = load(lo, hi)
-            for idx in epoch_batches(hi - lo, batch_size, order_rng):
-                x = data.index_select(0, idx.to(device))
-                opt.zero_grad(set_to_none=True)
-                with autocast(dtype, device):
-                    recon, mu, logvar = vae(x, generator=noise_rng)
-                total, mse, kl = vae_loss(recon, x, mu, logvar, mse_reduction)
-                if scaler is not None:
-                    scaler.scale(total).backward()
-                    scaler.step(opt)
-                    scaler.update()
+    pool = ThreadPoolExecutor(max_workers=1) if len(chunks) > 1 else None
+    try:
+        for epoch in range(epochs):
+            sums = torch.zeros(3, device=device)
+            order = torch.randperm(len(chunks), generator=order_rng, device=order_rng.device).tolist()
+            pending: Future | None = None
+            if pool is not None:
+                pending = pool.submit(load, *chunks[order[0]])
+            for k, ci in enumerate(order):
+                lo, hi = chunks[ci]
+                if pool is None:
+                    cached = load(lo, hi) if cached is None else cached
+                    data = cached
                 else:
-                    total.backward()
-                    opt.step()
-                sums += torch.stack([total.detach(), mse.detach(), kl.detach()]) * idx.numel()
-                steps += 1
-        means = (sums / n).tolist()
-        for curve, v in zip(curves, means):
-            curve.append(v)
-        if not math.isfinite(means[0]):
-            raise AlbenchError(
-                f"VAE training diverged (loss {means[0]}) in epoch {epoch + 1}; lower the manifold "
-                "learning rate or turn amp off"
-            )
-        if not quiet:
-            print(
-                f"[albench] VAE epoch {epoch + 1}/{epochs}: loss {means[0]:.4g} "
-                f"(mse {means[1]:.4g}, kl {means[2]:.4g})",
-                file=sys.stderr,
-                flush=True,
-            )
+                    assert pending is not None
+                    data = pending.result()
+                    # read the next chunk while this one trains
+                    pending = pool.submit(load, *chunks[order[k + 1]]) if k + 1 < len(order) else None
+                for idx in epoch_batches(hi - lo, batch_size, order_rng):
+                    x = data.index_select(0, idx.to(device))
+                    opt.zero_grad(set_to_none=True)
+                    with autocast(dtype, device):
+                        recon, mu, logvar = vae(x, generator=noise_rng)
+                    total, mse, kl = vae_loss(recon, x, mu, logvar, mse_reduction)
+                    if scaler is not None:
+                        scaler.scale(total).backward()
+                        scaler.step(opt)
+                        scaler.update()
+                    else:
+                        total.backward()
+                        opt.step()
+                    sums += torch.stack([total.detach(), mse.detach(), kl.detach()]) * idx.numel()
+                    steps += 1
+            means = (sums / n).tolist()
+            for curve, v in zip(curves, means):
+                curve.append(v)
+            if not math.isfinite(means[0]):
+                raise AlbenchError(
+                    f"VAE training diverged (loss {means[0]}) in epoch {epoch + 1}; lower the manifold "
+                    "learning rate or turn amp off"
+                )
+            if not quiet:
+                print(
+                    f"[albench] VAE epoch {epoch + 1}/{epochs}: loss {means[0]:.4g} "
+                    f"(mse {means[1]:.4g}, kl {means[2]:.4g})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     vae.eval()
