@@ -51,8 +51,18 @@ def pick_slices(store: Any, n_slices: int, rng: np.random.Generator) -> list[int
     return picked
 
 
-def _window(img: np.ndarray) -> tuple[float, float]:
-    vals = img[img != 0]
+def _background(slice_chw: np.ndarray) -> np.ndarray:
+    """(H, W) mask of background: voxels that are exactly 0 in every channel (raw data and
+    ``zscore-nonzero`` stores keep the background at 0); else the voxels at the minimum."""
+    bg = (slice_chw == 0).all(0)
+    if not bg.any():
+        bg = (slice_chw == slice_chw.min(axis=(1, 2), keepdims=True)).all(0)
+    return bg
+
+
+def _window(img: np.ndarray, background: np.ndarray) -> tuple[float, float]:
+    """Display range: 0.5-99.5 percentiles of the non-background voxels."""
+    vals = img[~background]
     if vals.size == 0:
         vals = img.ravel()
     lo, hi = np.percentile(vals, [0.5, 99.5])
@@ -63,7 +73,7 @@ def write_montage(store: Any, out: Path, *, n_slices: int = 6, seed: int = 0) ->
     """Write a PNG montage of ``store`` (an ``albench.data.store.SliceStore``) to ``out``.
 
     Grid: ``n_slices`` rows (foreground slices from several cases, chosen with ``seed``) by
-    C + 1 columns (each channel, windowed to its 0.5-99.5 percentile of non-zero voxels, then
+    C + 1 columns (each channel, windowed to the 0.5-99.5 percentiles of its non-background voxels, then
     the label map over channel 0). Each panel is ``PANEL_PX`` pixels square, so the image is
     (C + 1) * 200 x n_slices * 200 pixels (width x height). Written atomically; returns ``out``."""
     import matplotlib
@@ -88,19 +98,21 @@ def write_montage(store: Any, out: Path, *, n_slices: int = 6, seed: int = 0) ->
         for c in range(n_cols):
             ax = fig.add_subplot(n_rows, n_cols, r * n_cols + c + 1)
             ax.set_axis_off()
+            bg = _background(images[r])
             chan = images[r, min(c, n_cols - 2)]
-            lo, hi = _window(chan)
+            lo, hi = _window(chan, bg)
+            chan = np.where(bg, lo, chan)
             ax.imshow(chan, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
             if c == n_cols - 1:
                 lab = np.ma.masked_equal(labels[r].astype(np.int32), 0)
                 ax.imshow(lab, cmap=cmap, vmin=-0.5, vmax=k - 0.5, alpha=0.45,
                           interpolation="nearest")
                 present = [int(v) for v in np.unique(labels[r]) if v != 0]
-                names = [store.class_names[v] if v < len(store.class_names) else str(v)
-                         for v in present]
-                if names and len(names) <= 8:
-                    ax.text(0.02, 0.02, "\n".join(names), transform=ax.transAxes, fontsize=6,
-                            color="white", va="bottom")
+                if len(present) <= 8:
+                    for i, v in enumerate(reversed(present)):
+                        name = store.class_names[v] if v < len(store.class_names) else str(v)
+                        ax.text(0.02, 0.02 + 0.06 * i, name, transform=ax.transAxes,
+                                fontsize=6, color=cmap(v), va="bottom")
                 title = "labels"
             else:
                 title = str(store.channel_names[c])
@@ -108,8 +120,8 @@ def write_montage(store: Any, out: Path, *, n_slices: int = 6, seed: int = 0) ->
                 ax.text(0.5, 0.98, title, transform=ax.transAxes, ha="center", va="top",
                         fontsize=8, color="yellow")
             if c == 0:
-                ax.text(0.02, 0.98, f"{store.case[row]} #{int(store.slice_index[row])}",
-                        transform=ax.transAxes, ha="left", va="top", fontsize=6, color="cyan")
+                ax.text(0.02, 0.02, f"{store.case[row]} #{int(store.slice_index[row])}",
+                        transform=ax.transAxes, ha="left", va="bottom", fontsize=6, color="cyan")
     out = Path(out)
     with atomic_path(out, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=_DPI)
