@@ -107,10 +107,10 @@ def slice_channels(channels: list[np.ndarray], axis: int, grid: int) -> tuple[np
         n, mean, std = nonzero_stats(raw)
         view = raw.transpose(perm)
         nz = view != 0
-        tmp.fill(0)
-        if n:
-            np.subtract(view, np.float32(mean), out=tmp, where=nz, casting="unsafe")
-            np.multiply(tmp, np.float32(1.0 / std if std > 0 else 1.0), out=tmp)
+        np.subtract(view, np.float32(mean), out=tmp, casting="unsafe")
+        np.multiply(tmp, np.float32(1.0 / std if std > 0 else 1.0), out=tmp)
+        np.multiply(tmp, nz, out=tmp)
+        np.add(tmp, np.float32(0.0), out=tmp)  # -0.0 -> +0.0 outside the brain
         out[:, c, dh, dw] = tmp[:, sh, sw]
         brain[:, dh, dw] |= nz[:, sh, sw]
     return out, brain
