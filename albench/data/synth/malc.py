@@ -22,7 +22,7 @@ from .fields import bias_field, random_warp, rician_noise, smooth_field
 
 DEFAULTS: dict[str, Any] = {
     "n_subjects": 30,           # MALC 2012 has 30 labelled OASIS subjects (15 train + 15 test here)
-    "grid_mm": 1.5,             # isotropic voxel size in mm (the atlas is 1 mm)
+    "grid_mm": 2.0,             # isotropic voxel size in mm (the atlas is 1 mm)
     "head_mm": 12.0,            # thickness of the synthetic CSF/skull/scalp shell, mm (0 = none)
     "elastic_mm": 2.0,          # std of the smooth elastic displacement, mm
     "rotate_deg": 6.0,          # max rotation per axis, degrees
