@@ -88,6 +88,10 @@ def _info_dict(store) -> dict:
     }
 
 
+def _values(values: list[int]) -> str:
+    return str(values) if len(values) <= 6 else f"{len(values)} IDs {values[0]}..{values[-1]}"
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from albench.data import load_card, open_store
 
@@ -119,7 +123,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         ("channels", ", ".join(info["channels"])),
         ("image size", f"{info['image_size'][0]} x {info['image_size'][1]} voxels; spacing "
                        f"{' x '.join(f'{s:g}' for s in info['spacing_mm'])} mm (slice axis, H, W)"),
-        ("labels", f"{info['label_map']}: " + ", ".join(f"{i}={n} <- {info['label_values'][n]}"
+        ("labels", f"{info['label_map']}: " + ", ".join(f"{i}={n} <- {_values(info['label_values'][n])}"
                                                        for i, n in enumerate(info["class_names"]))),
         ("regions", ", ".join(f"{k}={v}" for k, v in info["regions"].items())),
         ("slice filter", info["slice_filter"]),

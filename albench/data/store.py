@@ -113,7 +113,7 @@ class StoreWriter:
         f.attrs["fingerprint"] = fingerprint
         f.attrs["config_hash"] = config_hash
         f.attrs["content_hash"] = content
-        f.attrs["meta"] = json.dumps(meta, sort_keys=True)
+        f.attrs["meta"] = json.dumps(meta)
         f.flush()
         f.attrs["complete"] = True
         f.close()
