@@ -281,5 +281,7 @@ def generate(root: Path, seed: int, opts: dict[str, Any],
     plan_ss, *subject_ss = ss.spawn(n + 1)
     grades = plan(n, float(opts["lgg_rate"]), np.random.default_rng(plan_ss))
     _templates(make_grid(opts["grid_mm"]))
+    for group in ("HGG", "LGG"):
+        (Path(root) / group).mkdir(parents=True, exist_ok=True)
     jobs = [(str(root), k + 1, grades[k], subject_ss[k], opts) for k in range(n)]
     return [{"case": c, "grade": g, "voxels": v} for c, g, v in run(subject_job, jobs)]
