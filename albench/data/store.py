@@ -201,12 +201,14 @@ class SliceStore:
         state = dict(self.__dict__)
         state["_f"] = None
         state["_pid"] = -1
+        state.pop("_dsets", None)
         return state
 
     def close(self) -> None:
         if self._f is not None and self._pid == os.getpid():
             self._f.close()
         self._f = None
+        self.__dict__.pop("_dsets", None)
 
     def __enter__(self) -> "SliceStore":
         return self
@@ -247,9 +249,23 @@ class SliceStore:
             raise DataError(f"rows {bad} outside slice store {self.name} (0..{self.n - 1})")
         return idx
 
+    def _dataset(self, name: str) -> h5py.Dataset:
+        f = self._file()
+        cache = self.__dict__.setdefault("_dsets", {})
+        key = (name, id(f))
+        if key not in cache:
+            cache.clear() if len(cache) > 4 else None
+            cache[key] = f[name]
+        return cache[key]
+
     def _read(self, name: str, rows: Sequence[int] | np.ndarray, tail: tuple[int, ...], dtype: type) -> np.ndarray:
+        if isinstance(rows, (int, np.integer)) or (isinstance(rows, (list, tuple)) and len(rows) == 1):
+            r = int(rows if isinstance(rows, (int, np.integer)) else rows[0])
+            if not 0 <= r < self.n:
+                raise DataError(f"rows [{r}] outside slice store {self.name} (0..{self.n - 1})")
+            return self._dataset(name)[r:r + 1].astype(dtype, copy=False)
         idx = self._check_rows(rows)
-        dset = self._file()[name]
+        dset = self._dataset(name)
         if idx.size == 1:
             return dset[int(idx[0]):int(idx[0]) + 1].astype(dtype, copy=False)
         uniq, inverse = np.unique(idx, return_inverse=True)
