@@ -8,6 +8,17 @@ from albench.engine.conformance import TinyStore, make_state
 from albench.engine.method import Method, available_methods, check_answer, get_method, load_method_from_path
 from albench.errors import MethodError, OracleError
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny tensors: one thread is faster and immune to an oversubscribed CI machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 POOL = np.array([3, 4, 5, 8, 9], dtype=np.int64)
 LABELLED = np.array([0, 1], dtype=np.int64)
 
@@ -60,6 +71,7 @@ def test_full_reference_refuses_to_suggest():
 USER_METHOD = '''
 import numpy as np
 from albench.engine import Method
+
 
 class FirstRows(Method):
     description = "lowest rows"

@@ -1,10 +1,23 @@
 """Random sampling: the conformance kit plus uniformity and stream independence."""
 
 import numpy as np
+import pytest
+import torch
 
-from albench.engine.conformance import MethodConformance, make_state
+from albench.engine.conformance import MethodConformance, TinyStore, make_state
 from albench.engine.method import get_method
 from albench.engine.rng import numpy_rng
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny tensors: one thread is faster and immune to an oversubscribed CI machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 class TestRandomConformance(MethodConformance):
@@ -23,8 +36,9 @@ def test_random_is_the_method_stream_choice():
 def test_random_covers_the_pool_roughly_uniformly():
     method = get_method("random")
     counts = {}
+    store = TinyStore()
     for seed in range(200):
-        state, _ = make_state(method, seed=0, round_=seed)
+        state, _ = make_state(method, store=store, seed=0, round_=seed, segmenter=torch.nn.Identity())
         for i in method.suggest(state, 4):
             counts[int(i)] = counts.get(int(i), 0) + 1
     pool = make_state(method, seed=0)[0].pool

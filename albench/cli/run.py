@@ -39,6 +39,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--data", type=Path, help="folder of a real dataset (e.g. MICCAI_BraTS_2019_Data_Training)")
     p.add_argument("--dataset", help="dataset name (albench list datasets) or a store .h5 path; default: the protocol's")
     p.add_argument("--no-reference", action="store_true", help="skip the full-data reference row")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads for torch (default: torch's choice; 1 helps on an oversubscribed machine)")
     p.add_argument("--quiet", action="store_true", help="no per-round progress lines")
     p.set_defaults(func=cmd_run)
 
@@ -81,6 +83,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.quick and args.profile and args.profile != "quick":
         raise ProtocolError("--quick and --profile name different profiles; give one of them")
+    if args.threads < 0:
+        raise AlbenchError(f"--threads must be >= 1 (or 0 for torch's default), got {args.threads}")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     profile = "quick" if args.quick else args.profile
     protocol = load_protocol(args.protocol, profile)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else list(protocol.methods)
