@@ -132,7 +132,7 @@ def open_store(name_or_path: str | Path, *, size: int | None = None, label_map: 
     path. DataError if it is missing, incomplete or built with other preprocessing, naming the
     command that builds it."""
     p = Path(name_or_path)
-    if p.suffix == ".h5" or p.exists():
+    if p.suffix == ".h5" or p.is_file():
         return SliceStore(p)
     card = load_card(str(name_or_path))
     s = resolve_size(card, size)
