@@ -52,8 +52,8 @@ def nonzero_stats(x: np.ndarray) -> tuple[int, float, float]:
         return 0, 0.0, 1.0
     if flat.dtype.kind in "iub" and flat.dtype.itemsize <= 2:
         s1 = float(flat.sum(dtype=np.int64))
-        sq = np.square(flat, dtype=np.int64)
-        s2 = float(sq.sum())
+        sq_type = np.int32 if flat.dtype.kind == "i" else np.uint32  # squares of 16-bit values fit
+        s2 = float(np.square(flat, dtype=sq_type).sum(dtype=np.int64))
     else:
         xf = flat if flat.dtype == np.float32 else flat.astype(np.float32)
         s1 = float(xf.sum(dtype=np.float64))
