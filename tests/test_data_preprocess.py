@@ -126,3 +126,12 @@ def test_gunzip_multi_member_and_truncated():
     assert _gunzip(gzip.compress(a) + gzip.compress(b)) == a + b
     with pytest.raises(TruncatedFile):
         _gunzip(gzip.compress(a)[:-20])
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.uint16])
+def test_nonzero_stats_extreme_16bit(dtype):
+    info = np.iinfo(dtype)
+    x = np.array([0, info.max, info.max, 1, info.max // 3], dtype=dtype)
+    n, mean, std = nonzero_stats(x)
+    ref = x[x != 0].astype(np.float64)
+    assert n == 4 and mean == pytest.approx(ref.mean(), rel=1e-12) and std == pytest.approx(ref.std(), rel=1e-9)
