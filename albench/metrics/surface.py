@@ -19,6 +19,7 @@ surface voxels of every label at once.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 from typing import Mapping, Sequence
@@ -39,6 +40,9 @@ __all__ = [
 # Above this many query points the KD-tree query uses all cores; below it the thread start-up
 # costs more than it saves.
 _PARALLEL_QUERY_MIN = 20_000
+# Below this many surface voxels the KD-tree alone is faster than the neighbourhood look-up
+# (whose cost is dominated by ~100 small numpy calls).
+_LOOKUP_MIN = 4096
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,11 @@ def _border_labels(compact: np.ndarray) -> np.ndarray:
     return padded
 
 
+@functools.lru_cache(maxsize=64)
+def _shells_cached(spacing: tuple[float, ...]) -> list[tuple[float, np.ndarray]]:
+    return _shells(np.asarray(spacing, dtype=np.float64))
+
+
 def _shells(sp: np.ndarray) -> list[tuple[float, np.ndarray]]:
     """Voxel offsets within ``_PAD`` voxels per axis, grouped by their length in mm, shortest
     first, keeping only lengths below ``(_PAD + 1) * min(sp)`` (every offset shorter than that
@@ -230,14 +239,14 @@ def _known_distances(src: _Surface, dst: _Surface, sp: np.ndarray) -> np.ndarray
     gives the exact distance (no closer voxel centre exists). NaN where none is close enough.
     The result is sorted by label like ``src.pts``."""
     d = np.full(src.labs.shape, np.nan)
-    if src.labs.size == 0:
+    if src.labs.size < _LOOKUP_MIN:
         return d
     shape = dst.padded.shape
     strides = np.array([int(np.prod(shape[i + 1 :])) for i in range(len(shape))], dtype=np.int64)
     table = dst.padded.reshape(-1)
     todo = np.arange(src.labs.size)
     flat, labs = src.flat, src.labs
-    for length, offsets in _shells(sp):
+    for length, offsets in _shells_cached(tuple(float(v) for v in sp)):
         hit = np.zeros(todo.size, dtype=bool)
         for delta in offsets @ strides:
             hit |= table[flat + delta] == labs
