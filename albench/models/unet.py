@@ -112,7 +112,7 @@ class UNet(nn.Module):
         self._check(x)
         skips: list[Tensor] = []
         h = x
-        for i, block in enumerate(self.down):
+        for block in self.down:
             h = block(h)
             skips.append(h)
             h = self.pool(h)
