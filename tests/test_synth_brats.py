@@ -186,3 +186,15 @@ def test_options_validated_and_config_id() -> None:
     assert base != synth_config_id("synth-brats", seed=1)
     assert base != synth_config_id("synth-brats", grid_mm=1.0)
     assert len(base) == 12 and int(base, 16) >= 0
+
+
+def test_concurrent_run_that_loses_the_rename_keeps_the_first(small: Path, tmp_path: Path) -> None:
+    from albench.data.synth import _install
+
+    late = tmp_path / "late"
+    late.mkdir()
+    (late / "x.nii.gz").write_bytes(b"other")
+    before = _digest(small)
+    _install(late, small)
+    assert not late.exists()
+    assert _digest(small) == before

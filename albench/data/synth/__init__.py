@@ -198,15 +198,19 @@ def _complete(target: Path, config: dict[str, Any]) -> Path | None:
 
 
 def _install(tmp: Path, target: Path) -> None:
-    if target.is_dir():
-        target.rmdir()
+    """Rename the finished ``tmp`` folder onto ``target`` (an empty folder there is replaced).
+
+    If a concurrent run installed the same dataset first, ``tmp`` is dropped."""
     try:
+        if target.is_dir() and not any(target.iterdir()):
+            target.rmdir()
         os.replace(tmp, target)
     except OSError as exc:
-        if target.is_dir() and (target / MARKER).is_file():
+        if (target / MARKER).is_file():
             shutil.rmtree(tmp, ignore_errors=True)
             return
-        raise DataError(f"could not move the generated dataset into {target}: {exc}") from exc
+        raise DataError(f"could not move the generated dataset into {target}: {exc}; check that the "
+                        "folder is writable and empty") from exc
 
 
 def read_marker(target: Path) -> dict[str, Any]:
