@@ -103,6 +103,8 @@ def test_reads_order_duplicates_and_pickle(brats19_source, data_cache):
         clone.close()
         with pytest.raises(DataError, match="outside slice store"):
             st.images([st.n])
+        with pytest.raises(DataError, match="flatnonzero"):
+            st.labels(st.split == "train")
 
 
 def test_brats20_flat_with_misnamed_355(brats20_source, data_cache):

@@ -61,7 +61,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
         built = [s for s in stores if s["name"] == name and s["ok"]]
         sizes = ", ".join(f"{s['size']}" for s in built) or "-"
         print(f"  {name:<12} {card.kind:<9} built sizes: {sizes:<10} {card.title}")
-    print("stores:")
+    from albench.data.store import store_dir
+    from albench.resources import cache_dir
+
+    print(f"stores (in {store_dir(cache_dir())}):")
     if not stores:
         print("  (none; build one with `albench data build synth-brats`)")
     for s in stores:

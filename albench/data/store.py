@@ -243,7 +243,11 @@ class SliceStore:
         return self._case_rows[case]
 
     def _check_rows(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
-        idx = np.asarray(rows, dtype=np.int64).reshape(-1)
+        arr = np.asarray(rows)
+        if arr.dtype == bool or (arr.size and arr.dtype.kind not in "iu"):
+            raise DataError(f"rows must be integer row indices into slice store {self.name}, got dtype "
+                            f"{arr.dtype} (for a mask use np.flatnonzero(mask))")
+        idx = arr.astype(np.int64, copy=False).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= self.n):
             bad = idx[(idx < 0) | (idx >= self.n)][:5].tolist()
             raise DataError(f"rows {bad} outside slice store {self.name} (0..{self.n - 1})")
