@@ -16,7 +16,7 @@ from albench.data import build as build_mod
 from albench.data.preprocess import pad_crop
 from albench.errors import DataError
 
-from conftest import MALC_SHAPE, SMALL_SHAPE, SMALL_ZOOMS, brain_volume, write_brats_case
+from conftest import MALC_SHAPE, SMALL_SHAPE, SMALL_ZOOMS, write_brats_case
 
 
 def _zscore(x):
