@@ -144,7 +144,7 @@ def _need(raw: dict[str, Any], dotted: str, path: Path) -> Any:
     return node
 
 
-def _label_map(key: str, raw: dict[str, Any], n_classes_hint: int, path: Path) -> LabelMap:
+def _label_map(key: str, raw: dict[str, Any], path: Path) -> LabelMap:
     names = tuple(_need(raw, "class_names", path))
     values = tuple(tuple(int(v) for v in vs) for vs in _need(raw, "class_values", path))
     if len(names) != len(values):
@@ -182,7 +182,7 @@ def load_card(name: str) -> DatasetCard:
     vindex = channels.get("volume_index")
     values = tuple(sorted(int(v) for v in _need(raw, "labels.values", path)))
     maps_raw = _need(raw, "labels.maps", path)
-    maps = {k: _label_map(k, v, len(values), path) for k, v in maps_raw.items()}
+    maps = {k: _label_map(k, v, path) for k, v in maps_raw.items()}
     for m in maps.values():
         stray = sorted({v for vs in m.class_values for v in vs} - set(values))
         if stray:
