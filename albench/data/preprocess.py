@@ -102,17 +102,16 @@ def slice_channels(channels: list[np.ndarray], axis: int, grid: int) -> tuple[np
     (sh, dh), (sw, dw) = _spans(h, grid), _spans(w, grid)
     out = np.zeros((s, len(channels), grid, grid), dtype=np.float32)
     brain = np.zeros((s, grid, grid), dtype=bool)
-    tmp = np.empty((s, h, w), dtype=np.float32)
     for c, raw in enumerate(channels):
         n, mean, std = nonzero_stats(raw)
-        view = raw.transpose(perm)
+        view = raw.transpose(perm)[:, sh, sw]
+        dst = out[:, c, dh, dw]
         nz = view != 0
-        np.subtract(view, np.float32(mean), out=tmp, casting="unsafe")
-        np.multiply(tmp, np.float32(1.0 / std if std > 0 else 1.0), out=tmp)
-        np.multiply(tmp, nz, out=tmp)
-        np.add(tmp, np.float32(0.0), out=tmp)  # -0.0 -> +0.0 outside the brain
-        out[:, c, dh, dw] = tmp[:, sh, sw]
-        brain[:, dh, dw] |= nz[:, sh, sw]
+        np.subtract(view, np.float32(mean), out=dst, casting="unsafe")
+        np.multiply(dst, np.float32(1.0 / std if std > 0 else 1.0), out=dst)
+        np.multiply(dst, nz, out=dst)
+        np.add(dst, np.float32(0.0), out=dst)  # -0.0 -> +0.0 outside the brain
+        brain[:, dh, dw] |= nz
     return out, brain
 
 
