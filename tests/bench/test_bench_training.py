@@ -114,3 +114,31 @@ def test_bench_train_paper_size(benchmark):
         pytest.skip("paper-size throughput only runs with --benchmark-enable")
     ratio, _ = compare(benchmark, PAPER, n=16, size=240, batch_size=8, epochs=1, repeats=2)
     assert ratio > 0.8
+
+
+def test_bench_augmentation_overhead(benchmark, smoke_threads):
+    """train_segmenter with on-the-fly augmentation (flips, intensity, elastic) vs without."""
+    timed = not benchmark.disabled
+    n, size, bs, epochs, repeats = (64, 64, 32, 2, 4) if timed else (16, 32, 8, 1, 1)
+    x, y = data(n, size)
+
+    def run(augment, seed):
+        m, o = fresh(QUICK)
+        cfg = TrainConfig(epochs=epochs, batch_size=bs, augment=augment, amp=False)
+        return train_segmenter(
+            m, o, x, y, cfg, order_rng=torch.Generator().manual_seed(seed),
+            augment_rng=torch.Generator().manual_seed(seed), device=torch.device("cpu"),
+        ).slices_per_second
+
+    run(True, 0)
+    on, off = [], []
+    for r in range(repeats):
+        for aug, out in ((True, on), (False, off))[:: 1 if r % 2 == 0 else -1]:
+            out.append(run(aug, r))
+    benchmark.pedantic(run, args=(True, 0), rounds=1, iterations=1)
+    ratio = statistics.median(on) / statistics.median(off)
+    benchmark.extra_info.update(slices_per_second_augment=statistics.median(on),
+                                slices_per_second_plain=statistics.median(off), ratio=ratio)
+    print(f"\naugmentation: {statistics.median(on):.1f} vs {statistics.median(off):.1f} slices/s "
+          f"without, ratio {ratio:.3f}")
+    assert ratio > (0.5 if timed else 0.0)
