@@ -60,6 +60,18 @@ def test_loader_needs_n_and_shape_check():
         next(predict_proba(m, lambda p: None, device="cpu"))
     with pytest.raises(AlbenchError, match="came back with shape"):
         next(predict_proba(m, lambda p: np.zeros((1, 2, 16, 16), np.float32), n=3, device="cpu"))
+    # a failure while reading ahead surfaces at the batch it belongs to
+    seen = []
+
+    def bad_second(pos):
+        if pos[0] > 0:
+            return np.zeros((1, 2, 16, 16), np.float32)
+        return np.zeros((len(pos), 2, 16, 16), np.float32)
+
+    with pytest.raises(AlbenchError, match="rows 2:4"):
+        for probs in predict_proba(m, bad_second, n=4, batch_size=2, device="cpu"):
+            seen.append(probs.shape[0])
+    assert seen == [2]
 
 
 def test_mc_dropout_prediction_is_stochastic():

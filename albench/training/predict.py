@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator, Union
 
 import numpy as np
@@ -27,7 +28,8 @@ def _length(images: ImageSource, n: int | None) -> int:
     return len(images)
 
 
-def _batch(images: ImageSource, start: int, stop: int, device: torch.device) -> Tensor:
+def _read(images: ImageSource, start: int, stop: int, pin: bool) -> Tensor:
+    """Rows start:stop as a CPU (or, for a tensor source, same-device) tensor, shape-checked."""
     if isinstance(images, Tensor):
         x = images[start:stop]
     elif callable(images) and not isinstance(images, np.ndarray):
@@ -40,7 +42,31 @@ def _batch(images: ImageSource, start: int, stop: int, device: torch.device) -> 
             f"predict_proba: rows {start}:{stop} came back with shape {tuple(x.shape)}; expected "
             f"({stop - start}, C, H, W)"
         )
-    return x.to(device=device, dtype=torch.float32, non_blocking=True)
+    if pin and x.device.type == "cpu":
+        x = x.to(torch.float32).pin_memory()
+    return x
+
+
+def _batches(images: ImageSource, total: int, batch_size: int, device: torch.device) -> Iterator[Tensor]:
+    """Batches on ``device``. Sources that must be read or computed (a loader, an h5py dataset)
+    are read one batch ahead in a background thread, so I/O overlaps the model."""
+    ranges = [(s, min(s + batch_size, total)) for s in range(0, total, batch_size)]
+    pin = device.type == "cuda"
+    ahead = not isinstance(images, (np.ndarray, Tensor)) and len(ranges) > 1
+    if not ahead:
+        for lo, hi in ranges:
+            yield _read(images, lo, hi, pin).to(device=device, dtype=torch.float32, non_blocking=True)
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(_read, images, *ranges[0], pin)
+        try:
+            for k in range(len(ranges)):
+                x = pending.result()
+                if k + 1 < len(ranges):
+                    pending = pool.submit(_read, images, *ranges[k + 1], pin)
+                yield x.to(device=device, dtype=torch.float32, non_blocking=True)
+        finally:
+            pending.cancel()
 
 
 def predict_proba(
@@ -58,7 +84,9 @@ def predict_proba(
 
     ``images`` is an array or tensor (N, C, H, W) (an h5py dataset or memmap works too: only one
     batch is read at a time), or a loader ``f(positions: int64 array) -> (len, C, H, W)`` with
-    ``n`` = number of rows, so a million-slice pool never sits in memory. The model runs in eval
+    ``n`` = number of rows, so a million-slice pool never sits in memory; such sources are read
+    one batch ahead in a background thread (the loader must tolerate being called from another
+    thread; h5py-backed stores do). The model runs in eval
     mode under ``torch.inference_mode``; ``mc_dropout=True`` keeps dropout stochastic (the model
     must have ``mc_dropout``, as UNet does) for MC-dropout sampling."""
     if batch_size < 1:
@@ -73,9 +101,7 @@ def predict_proba(
             raise AlbenchError("predict_proba(mc_dropout=True) needs a model with mc_dropout() (UNet)")
         model.mc_dropout(True)
     try:
-        for start in range(0, total, batch_size):
-            stop = min(start + batch_size, total)
-            x = _batch(images, start, stop, device)
+        for x in _batches(images, total, batch_size, device):
             with torch.inference_mode(), autocast(dtype, device):
                 probs = torch.softmax(model(x).float(), dim=1)
             yield probs
