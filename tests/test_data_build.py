@@ -79,14 +79,18 @@ def test_resampled_store_spacing_and_labels(brats19_source, data_cache):
         open_store("brats19")
 
 
-def test_rebuild_is_noop_and_force_rebuilds(brats19_source, data_cache):
+def test_rebuild_is_noop_and_force_rebuilds(brats19_source, data_cache, monkeypatch):
     first = build_store("brats19", source=brats19_source, size=32, quiet=True)
     again = build_store("brats19", source=brats19_source, size=32, quiet=True)
     assert first.path == again.path and not again.built
     assert not build_store("brats19", size=32, quiet=True).built  # found without --source
     forced = build_store("brats19", source=brats19_source, size=32, force=True, quiet=True)
     assert forced.built and forced.path == first.path
-    assert [s["ok"] for s in list_stores()] == [True]
+    assert [(s["ok"], s["stale"]) for s in list_stores()] == [(True, False)]
+    monkeypatch.setattr(build_mod, "ADAPTER_VERSION", "test-newer")
+    assert [(s["ok"], s["stale"]) for s in list_stores()] == [(True, True)]
+    with pytest.raises(DataError, match="no slice store"):
+        open_store("brats19", size=32)
 
 
 def test_reads_order_duplicates_and_pickle(brats19_source, data_cache):

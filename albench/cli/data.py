@@ -58,8 +58,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
     print("datasets (cards):")
     for name in list_datasets():
         card = load_card(name)
-        built = [s for s in stores if s["name"] == name and s["ok"]]
-        sizes = ", ".join(f"{s['size']}" for s in built) or "-"
+        built = [s for s in stores if s["name"] == name and s["ok"] and not s["stale"]]
+        sizes = ", ".join(sorted({f"{s['size']}" for s in built}, key=int)) or "-"
         print(f"  {name:<12} {card.kind:<9} built sizes: {sizes:<10} {card.title}")
     from albench.data.store import store_dir
     from albench.resources import cache_dir
@@ -68,7 +68,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if not stores:
         print("  (none; build one with `albench data build synth-brats`)")
     for s in stores:
-        state = f"{s['n']} slices" if s["ok"] else f"BROKEN: {s['error']}"
+        state = f"BROKEN: {s['error']}" if not s["ok"] else f"{s['n']} slices" + (
+            " (stale: older card/albench; delete it or rebuild with --force)" if s["stale"] else "")
         print(f"  {Path(s['path']).name:<44} {_fmt_bytes(s['bytes']):>10}  {state}")
     return 0
 

@@ -307,8 +307,20 @@ def ensure_store(name: str, *, size: int | None = None, source: Path | None = No
     return SliceStore(path)
 
 
+def _is_stale(store: SliceStore) -> bool:
+    """True if the store was built from an older card / adapter / preprocessing than the current."""
+    try:
+        card = load_card(store.name)
+        config = config_of(card, store.height, store.meta.get("label_map", {}).get("name"))
+    except DataError:
+        return True
+    return _hash(config) != store.config_hash
+
+
 def list_stores() -> list[dict[str, Any]]:
-    """Every store file in the cache: name, size, fingerprint, path, bytes, n and whether it opens."""
+    """Every store file in the cache: name, size, fingerprint, path, bytes, n, whether it opens
+    (``ok``) and whether it is ``stale`` (built by an older card or albench; ``open_store`` by
+    name skips stale stores, rebuild them with ``albench data build NAME --force``)."""
     out = []
     for path in sorted(store_dir(cache_dir()).glob("*.h5")):
         stem = path.stem
@@ -319,8 +331,8 @@ def list_stores() -> list[dict[str, Any]]:
                                  "fingerprint": parts[2] if len(parts) == 3 else None}
         try:
             with SliceStore(path) as st:
-                entry.update(ok=True, n=st.n, name=st.name, error=None)
+                entry.update(ok=True, n=st.n, name=st.name, error=None, stale=_is_stale(st))
         except DataError as exc:
-            entry.update(ok=False, n=None, error=str(exc))
+            entry.update(ok=False, n=None, error=str(exc), stale=None)
         out.append(entry)
     return out
