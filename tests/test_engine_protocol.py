@@ -33,7 +33,7 @@ def test_every_shipped_protocol_loads_with_its_quick_profile():
     for name in names:
         p = load_protocol(name)
         q = load_protocol(name, "quick")
-        assert len(p.seeds) == 10 and len(q.seeds) == 3
+        assert len(p.seeds) == 10 and len(q.seeds) == (1 if name.endswith("-full") else 3)
         assert q.data.size == 64 and q.fingerprint != p.fingerprint
         assert set(p.budget.report) <= set(p.budget.schedule)
 
@@ -95,6 +95,7 @@ def test_budget_rounding_is_ceil_at_least_one(fraction, pool):
     (("[run]", "[segmenter]\nwidths = [32, 0]\n[run]"), "segmenter.widths"),
     (("[run]", "[training]\naugment = 1\n[run]"), "training.augment"),
     (("dataset = \"synth-brats\"", "dataset = \"synth-brats\"\nsize = 50"), "data.size"),
+    (("[run]", "[segmenter]\nbackground_bias = -1\n[run]"), "segmenter.background_bias"),
     (("seeds = [0, 1]", "seeds = [0, 0]"), "run.seeds"),
     (("[data]", "colour = 3\n[data]"), "colour"),
 ])

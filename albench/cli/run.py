@@ -109,7 +109,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         ref = load_protocol(protocol.reference)
         if profile is not None and profile in ref.profiles:
             ref = ref.with_profile(profile)
-        ref_runner = Runner(ref, store, seeds=seeds, out=args.out, device=device, progress=progress)
+        ref_seeds = parse_seeds(args.seeds) if args.seeds else list(ref.seeds)
+        ref_runner = Runner(ref, store, seeds=ref_seeds, out=args.out, device=device, progress=progress)
         reference = ref_runner.run()
         ref_dir = ref_runner.exp_dir
     summary = summarize(records, reference=reference)

@@ -64,11 +64,15 @@ class BudgetSpec:
 
 @dataclass(frozen=True)
 class SegmenterSpec:
-    """U-Net channel widths per level, bottleneck width and dropout."""
+    """U-Net channel widths per level, bottleneck width and dropout. ``background_bias``: logit
+    added to the background channel of the output layer's bias at initialisation (0 = PyTorch's
+    default init); a positive value starts the net predicting background, which keeps the
+    foreground-only soft Dice loss off its plateau (see docs/protocols.md)."""
 
     widths: tuple[int, ...] = (32, 64, 128, 256)
     bottleneck: int = 512
     dropout: float = 0.0
+    background_bias: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -320,6 +324,7 @@ def _build(raw: Mapping[str, Any], source: str, profile: str | None) -> Protocol
         widths=s.int_list("widths", (32, 64, 128, 256)),
         bottleneck=s.get("bottleneck", int, 512, check=_positive),
         dropout=s.get("dropout", float, 0.0, check=lambda v: None if 0 <= v < 1 else "must be in [0, 1)"),
+        background_bias=s.get("background_bias", float, 0.0, check=lambda v: None if 0 <= v <= 20 else "must be in [0, 20]"),
     )
     s.finish()
 

@@ -154,6 +154,13 @@ class Replay:
         with seeded(rngs.int_seed(self.seed, "weights")):
             model = self.backend.build_segmenter(self.store.channels, self.store.num_classes,
                                                  widths=s.widths, bottleneck=s.bottleneck, dropout=s.dropout)
+        if s.background_bias:
+            head = getattr(model, "head", None)
+            if head is None or getattr(head, "bias", None) is None:
+                raise AlbenchError(f"protocol {self.protocol.name}: segmenter.background_bias needs a model "
+                                   "whose output layer `head` has a bias (albench.models.UNet)")
+            with torch.no_grad():
+                head.bias[0] += s.background_bias
         return model.to(self.device)
 
     def _train_config(self) -> Any:
