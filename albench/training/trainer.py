@@ -177,6 +177,7 @@ def train_segmenter(
     epoch = 0
     while epoch < cfg.epochs or steps < cfg.min_steps:
         total = torch.zeros((), device=device)
+        epoch_seen = 0
         for idx in epoch_batches(n, cfg.batch_size, order_rng):
             idx = idx.to(device, non_blocking=True)
             x, y = images.index_select(0, idx), labels.index_select(0, idx)
@@ -205,8 +206,9 @@ def train_segmenter(
                     aux_opt.step()
             total += loss.detach() * idx.numel()
             steps += 1
-            seen += idx.numel()
-        curve.append(float(total) / n)
+            epoch_seen += idx.numel()
+        seen += epoch_seen
+        curve.append(float(total) / epoch_seen)
         epoch += 1
         if not math.isfinite(curve[-1]):
             raise AlbenchError(
