@@ -107,7 +107,10 @@ def _draw_lesions(tmpl: dict[str, np.ndarray], depth: np.ndarray, shape: tuple[i
         radius_mm = float(np.exp(rng.uniform(lo, hi)))
         if k > 0:
             radius_mm = max(opts["core_radius_mm"][0], radius_mm * rng.uniform(0.3, 0.7))
-        weight = (tmpl["wm"] ** 2 + 0.15 * tmpl["gm"]) * (depth > min(radius_mm, 15.0) + 4.0)
+        tissue = tmpl["wm"] ** 2 + 0.15 * tmpl["gm"]
+        weight = tissue * (depth > min(radius_mm, 15.0) + 4.0)
+        if not weight.any():
+            weight = tissue
         flat = weight.ravel() / weight.sum()
         idx = rng.choice(flat.size, p=flat)
         centre = np.array(np.unravel_index(idx, shape), dtype=np.float64)
