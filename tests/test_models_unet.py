@@ -80,3 +80,14 @@ def test_seeded_init_is_reproducible_and_isolated():
     assert torch.equal(before, after)
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert torch.equal(pa, pb)
+
+
+def test_background_bias_shifts_only_the_background_logit_init():
+    with seeded(3):
+        plain = UNet(1, 3, widths=(4, 4, 4, 4), bottleneck=8)
+    with seeded(3):
+        biased = UNet(1, 3, widths=(4, 4, 4, 4), bottleneck=8, background_bias=4.0)
+    torch.testing.assert_close(biased.head.bias - plain.head.bias, torch.tensor([4.0, 0.0, 0.0]))
+    for (name, a), b in zip(plain.state_dict().items(), biased.state_dict().values()):
+        if name != "head.bias":
+            assert torch.equal(a, b)

@@ -49,7 +49,12 @@ class UNet(nn.Module):
         bottleneck: filters of the bottleneck block (paper: 512).
         dropout: probability p of the dropout after the bottleneck and after the deepest decoder
             block (0 disables it; MC-dropout BALD uses 0.5 and turns it on at inference with
-            :meth:`mc_dropout`)."""
+            :meth:`mc_dropout`).
+        background_bias: added to the initial bias of the background logit of the 1x1 output
+            conv (``head``) [ours, 0 = plain init]. With a per-image soft Dice loss and mostly
+            background slices, a uniform initial softmax puts large mass on absent classes, whose
+            Dice gradient then nearly vanishes; a positive value (e.g. 4) starts training from
+            "all background" instead. It does not draw random numbers."""
 
     def __init__(
         self,
@@ -58,6 +63,7 @@ class UNet(nn.Module):
         widths: Sequence[int] = (32, 64, 128, 256),
         bottleneck: int = 512,
         dropout: float = 0.0,
+        background_bias: float = 0.0,
     ) -> None:
         super().__init__()
         widths = tuple(int(w) for w in widths)
@@ -95,6 +101,9 @@ class UNet(nn.Module):
             prev = w
         self.drop_decoder = nn.Dropout(dropout)
         self.head = nn.Conv2d(widths[0], num_classes, 1)
+        if background_bias:
+            with torch.no_grad():
+                self.head.bias[0] += float(background_bias)
 
     def _check(self, x: Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
