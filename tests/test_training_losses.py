@@ -90,3 +90,15 @@ def test_bad_shapes_raise():
         soft_dice_loss(torch.zeros(1, 2, 4, 4), torch.zeros(1, 4, 5, dtype=torch.long), 2)
     with pytest.raises(AlbenchError, match="reduction"):
         soft_dice_loss(torch.zeros(1, 2, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long), 2, "sum")
+
+
+def test_batch_reduction_pools_sums_over_the_batch():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(3, 3, 5, 4)).astype(np.float32)
+    labels = rng.integers(0, 3, size=(3, 5, 4))
+    # pooling the batch == one image made by stacking the slices along H
+    stacked = np.concatenate(list(logits.transpose(0, 1, 2, 3)), axis=1)[None]
+    stacked_y = np.concatenate(list(labels), axis=0)[None]
+    ref = reference_dice_loss(softmax(stacked.astype(np.float64)), stacked_y, 3)[0]
+    got = soft_dice_loss(torch.from_numpy(logits), torch.from_numpy(labels), 3, reduction="batch")
+    assert abs(float(got) - ref) < 1e-5

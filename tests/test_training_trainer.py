@@ -54,6 +54,13 @@ def test_loss_decreases_on_learnable_problem():
     assert res.slices_per_second > 0 and res.seconds > 0
 
 
+def test_batch_dice_option_trains():
+    _, res = run(TrainConfig(epochs=4, batch_size=4, lr=1e-2, augment=False, dice="batch"))
+    assert res.loss_curve[-1] < res.loss_curve[0]
+    with pytest.raises(AlbenchError, match="dice"):
+        TrainConfig(dice="pixel")
+
+
 def test_same_seeds_give_identical_weights_and_losses():
     cfg = TrainConfig(epochs=2, batch_size=4, augment=True)
     m1, r1 = run(cfg)

@@ -26,6 +26,8 @@ class TrainConfig:
         and for an aux module's own Adam when it brings none.
     augment: on-the-fly augmentation (flips, intensity, elastic) with ``augment_config``.
     amp: mixed precision: True, False or "auto" (= on for CUDA, off for CPU).
+    dice: "image" (paper Eq. 2: Dice per slice, averaged over the batch; default) or "batch" (Dice
+        pooled over the batch, faster on sparse labels; see soft_dice_loss).
     min_steps: after ``epochs`` epochs, further whole epochs are run until at least this many
         optimiser steps were taken in total (0 = never); keeps a tiny labelled set (say 20 slices,
         one step per epoch) from being trained for only a handful of steps."""
@@ -37,8 +39,11 @@ class TrainConfig:
     amp: bool | str = "auto"
     min_steps: int = 0
     augment_config: AugmentConfig = field(default_factory=AugmentConfig)
+    dice: str = "image"
 
     def __post_init__(self) -> None:
+        if self.dice not in ("image", "batch"):
+            raise AlbenchError(f"TrainConfig.dice must be 'image' or 'batch', got {self.dice!r}")
         if self.epochs < 0 or self.batch_size < 1 or self.min_steps < 0 or not self.lr > 0:
             raise AlbenchError(
                 f"invalid TrainConfig (epochs={self.epochs}, batch_size={self.batch_size}, "
@@ -169,6 +174,7 @@ def train_segmenter(
         if hasattr(aux, "train"):
             aux.train(True)
     labels = labels.long()
+    reduction = "mean" if cfg.dice == "image" else "batch"
     n = images.shape[0]
     model.train()
     start = time.perf_counter()
@@ -188,11 +194,13 @@ def train_segmenter(
                 aux_opt.zero_grad(set_to_none=True)
             with autocast(dtype, device):
                 if aux is None:
-                    loss = soft_dice_loss(model(x), y, num_classes)
+                    loss = soft_dice_loss(model(x), y, num_classes, reduction=reduction)
                 else:
                     out = model.forward_features(x)
                     per = soft_dice_loss(out.logits, y, num_classes, reduction="none")
-                    loss = per.mean() + aux.loss(out, per, epoch).float()
+                    seg = per.mean() if cfg.dice == "image" else soft_dice_loss(
+                        out.logits, y, num_classes, reduction="batch")
+                    loss = seg + aux.loss(out, per, epoch).float()
             if scaler is not None:
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
