@@ -4,6 +4,7 @@ fairness, determinism, resume after a kill, bad answers, skipping finished jobs.
 import json
 
 import numpy as np
+import torch
 import pytest
 
 from albench.engine.conformance import TinyStore
@@ -189,3 +190,17 @@ def test_bad_answer_stops_the_run_and_keeps_finished_rounds(store, protocol, tmp
     assert rec["status"] == "failed" and "non-integer" in rec["error"]
     assert [e["round"] for e in rec["rounds"]] == [0, 1]
     assert checkpoint_path(path).exists()
+
+
+def test_initial_weights_are_shared_by_methods_and_background_bias_applies(store, protocol, tmp_path):
+    def weights(prot, method, seed):
+        rp = Replay(prot, store, get_method(method), seed, record_path=tmp_path / "x.json", progress=None)
+        return rp._new_model().state_dict()
+
+    a, b, c = weights(protocol, "random", 0), weights(protocol, "oracle", 0), weights(protocol, "random", 1)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    biased = parse_protocol(TINY.replace("bottleneck = 16", "bottleneck = 16\nbackground_bias = 4.0"), "tiny.toml")
+    d = weights(biased, "random", 0)
+    assert torch.allclose(d["head.bias"] - a["head.bias"], torch.tensor([4.0, 0.0, 0.0]))
+    assert all(torch.equal(a[k], d[k]) for k in a if k != "head.bias")

@@ -64,8 +64,18 @@ PROFILES = {
 }
 
 
+@pytest.fixture
+def threads(benchmark):
+    """One torch thread for the untimed check (tiny tensors); torch's default when timed."""
+    before = torch.get_num_threads()
+    if benchmark.disabled:
+        torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("profile", ["quick", "paper"])
-def test_eval_round_cost(benchmark, profile):
+def test_eval_round_cost(benchmark, threads, profile):
     cases, depth, size, widths, bott, steps, batch, timed = PROFILES[profile]
     if benchmark.disabled:
         cases, depth, size, timed = 2, 6, 32, 1
