@@ -82,6 +82,8 @@ def test_eval_round_cost(benchmark, threads, profile):
     store = ShapedStore(cases, depth, size)
     with seeded(0):
         model = UNet(4, 4, widths=widths, bottleneck=bott).eval()
+    with torch.inference_mode():  # warm-up: first-call allocations count against neither path
+        model(torch.as_tensor(store.images(store.case_rows(store.cases("test")[0])[:2])))
     res = benchmark.pedantic(lambda: evaluate_segmenter(model, store, store.cases("test"), batch_size=64),
                              rounds=1, iterations=1)
     t0 = time.perf_counter()
