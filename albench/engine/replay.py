@@ -275,7 +275,7 @@ class Replay:
         model.eval()
         ev = evaluate_segmenter(model, self.store, self.cases, device=self.device,
                                 batch_size=prot.evaluation.batch_size, amp=_amp(prot),
-                                workers=prot.evaluation.workers, predict_fn=self.backend.predict_proba)
+                                workers=prot.evaluation.workers)
         log = [q for q in oracle.query_log if q["round"] == r]
         entry: dict[str, Any] = {
             "round": r,
