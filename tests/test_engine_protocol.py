@@ -94,6 +94,7 @@ def test_budget_rounding_is_ceil_at_least_one(fraction, pool):
     (("[run]", "[training]\nlearning_rate = 0.1\n[run]"), "training.learning_rate"),
     (("[run]", "[segmenter]\nwidths = [32, 0]\n[run]"), "segmenter.widths"),
     (("[run]", "[training]\naugment = 1\n[run]"), "training.augment"),
+    (("[run]", "[training]\ndice = \"pixel\"\n[run]"), "training.dice"),
     (("dataset = \"synth-brats\"", "dataset = \"synth-brats\"\nsize = 50"), "data.size"),
     (("[run]", "[segmenter]\nbackground_bias = -1\n[run]"), "segmenter.background_bias"),
     (("seeds = [0, 1]", "seeds = [0, 0]"), "run.seeds"),

@@ -204,3 +204,10 @@ def test_initial_weights_are_shared_by_methods_and_background_bias_applies(store
     d = weights(biased, "random", 0)
     assert torch.allclose(d["head.bias"] - a["head.bias"], torch.tensor([4.0, 0.0, 0.0]))
     assert all(torch.equal(a[k], d[k]) for k in a if k != "head.bias")
+
+
+@pytest.mark.parametrize("dice", ["batch", "image"])
+def test_protocol_dice_reduction_reaches_the_trainer(store, tmp_path, dice):
+    protocol = parse_protocol(TINY.replace("min_steps = 2", f"min_steps = 2\ndice = \"{dice}\""), "tiny.toml")
+    replay = Replay(protocol, store, get_method("random"), 0, record_path=tmp_path / "job.json", progress=None)
+    assert replay._train_config().dice == dice

@@ -79,7 +79,10 @@ class SegmenterSpec:
 class TrainingSpec:
     """Segmenter training per round. ``min_steps``: the epochs of a round are raised until at
     least this many optimiser steps are taken (0 = exactly ``epochs``). ``reinit``: start every
-    round from the initial weights and a fresh optimiser instead of fine-tuning (paper)."""
+    round from the initial weights and a fresh optimiser instead of fine-tuning (paper).
+    ``dice``: how the soft Dice loss is reduced over a mini-batch, ``"batch"`` (sums pooled over
+    the batch, the default [ours]) or ``"image"`` (one Dice per slice, averaged); see
+    docs/protocols.md for why."""
 
     epochs: int = 10
     batch_size: int = 32
@@ -88,6 +91,7 @@ class TrainingSpec:
     reinit: bool = False
     min_steps: int = 0
     amp: str = "auto"
+    dice: str = "batch"
 
 
 @dataclass(frozen=True)
@@ -337,6 +341,7 @@ def _build(raw: Mapping[str, Any], source: str, profile: str | None) -> Protocol
         reinit=t.get("reinit", bool, False),
         min_steps=t.get("min_steps", int, 0, check=_nonneg),
         amp=t.get("amp", (str, bool), "auto", check=lambda v: None if v in ("auto", True, False, "on", "off") else "must be auto, on or off"),
+        dice=t.get("dice", str, "batch", check=lambda v: None if v in ("batch", "image") else "must be batch or image"),
     )
     if isinstance(training.amp, bool):
         training = dataclasses.replace(training, amp="on" if training.amp else "off")

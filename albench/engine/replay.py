@@ -161,12 +161,14 @@ class Replay:
                                    "whose output layer `head` has a bias (albench.models.UNet)")
             with torch.no_grad():
                 head.bias[0] += s.background_bias
-        return model.to(self.device)
+        # channels_last: 1.65x faster inference of the quick U-Net on the CPU (docs/performance.md)
+        return model.to(self.device, memory_format=torch.channels_last)
 
     def _train_config(self) -> Any:
         t = self.protocol.training
         return self.backend.train_config(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, augment=t.augment,
-                                         amp=_amp(self.protocol), min_steps=t.min_steps)
+                                         amp=_amp(self.protocol), min_steps=t.min_steps,
+                                         dice=t.dice)
 
     def _manifold(self) -> Any:
         if self.manifold is None:
