@@ -128,3 +128,18 @@ def malc_source(tmp_path) -> Path:
             save_nifti(root / f"{group}-images" / f"{i}_3.nii.gz", t1, zooms=(1.0, 1.0, 1.0))
             save_nifti(root / f"{group}-labels" / f"{i}_3_glm.nii.gz", lab, zooms=(1.0, 1.0, 1.0))
     return root
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread(request):
+    """Unit tests use tiny tensors: one torch thread is faster and immune to an oversubscribed
+    CI machine. Benchmarks (tests/bench) choose their own thread counts."""
+    if "bench" in Path(str(request.fspath)).parts:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -9,14 +9,6 @@ from albench.engine.evaluate import evaluate_segmenter, summarize
 from albench.metrics import region_metrics
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class OneHotStore(TinyStore):
     """Images are the one-hot labels, so an identity 1x1 conv segments perfectly."""
 

@@ -5,19 +5,9 @@ import pytest
 import torch
 
 from albench.engine.conformance import TinyStore, make_state
-from albench.engine.method import Method, available_methods, check_answer, get_method, load_method_from_path
+from albench.engine.method import available_methods, check_answer, get_method, load_method_from_path
 from albench.errors import MethodError, OracleError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: one thread is faster and immune to an oversubscribed CI machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 POOL = np.array([3, 4, 5, 8, 9], dtype=np.int64)
 LABELLED = np.array([0, 1], dtype=np.int64)

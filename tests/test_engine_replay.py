@@ -17,16 +17,6 @@ from albench.engine.runner import Runner
 from albench.errors import MethodError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: one thread is faster and immune to an oversubscribed CI machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 TINY = """
 name = "tiny"
 version = 1

@@ -10,17 +10,6 @@ from albench.engine.method import get_method
 from albench.methods.oracle import slice_dice
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: one thread is faster and immune to an oversubscribed CI machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class TestOracleConformance(MethodConformance):
     def make_method(self):
         return get_method("oracle", batch_size=7)

@@ -1,23 +1,11 @@
 """Random sampling: the conformance kit plus uniformity and stream independence."""
 
 import numpy as np
-import pytest
 import torch
 
 from albench.engine.conformance import MethodConformance, TinyStore, make_state
 from albench.engine.method import get_method
 from albench.engine.rng import numpy_rng
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: one thread is faster and immune to an oversubscribed CI machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class TestRandomConformance(MethodConformance):

@@ -5,15 +5,6 @@ from albench.errors import AlbenchError
 from albench.models import SegmenterOutput, UNet, seeded
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run faster (and less noisily on a shared 2-core box) on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize(
     "widths,bottleneck,size", [((32, 64, 128, 256), 512, 32), ((8, 16, 32, 64), 128, 64)]
 )

@@ -5,15 +5,6 @@ from albench.errors import AlbenchError
 from albench.models import VAE, seeded
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run faster (and less noisily on a shared 2-core box) on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("c,size,z,widths", [(4, 32, 3, (8, 16, 16, 32)), (1, (48, 32), 2, (4, 4, 8, 8))])
 def test_vae_shapes(c, size, z, widths):
     with seeded(0):

@@ -8,15 +8,6 @@ from albench.errors import AlbenchError
 from albench.training import AugmentConfig, augment_batch
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run faster (and less noisily on a shared 2-core box) on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def labelled_batch(n=6, size=32, seed=0):
     """Piecewise-constant images whose intensity equals the label (classes 0..3)."""
     g = np.random.default_rng(seed)

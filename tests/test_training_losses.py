@@ -6,15 +6,6 @@ from albench.errors import AlbenchError
 from albench.training import soft_dice_loss
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run faster (and less noisily on a shared 2-core box) on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def reference_dice_loss(probs: np.ndarray, labels: np.ndarray, k: int, smooth: float = 1.0) -> np.ndarray:
     """Plain-loop numpy version of Eq. 2 (+1 offset, foreground classes, per image)."""
     out = []

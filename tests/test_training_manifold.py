@@ -11,14 +11,6 @@ from albench.training.manifold import ManifoldConfig, get_manifold, manifold_fin
 from albench.training.vae_trainer import train_vae, vae_loss
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run faster (and less noisily on a shared 2-core box) on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 pytestmark = pytest.mark.filterwarnings("ignore:.*posterior collapse:RuntimeWarning")
 
 SMALL = dict(z_dim=2, widths=(4, 4, 8, 8), epochs=2, batch_size=8, lr=1e-3)

@@ -7,15 +7,6 @@ from albench.models import UNet, seeded
 from albench.training import predict_labels, predict_proba
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run faster (and less noisily on a shared 2-core box) on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def model():
     with seeded(0):
         m = UNet(2, 3, widths=(4, 4, 8, 8), bottleneck=8)

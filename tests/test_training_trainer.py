@@ -8,14 +8,6 @@ from albench.training import TrainConfig, make_optimizer, resolve_device, train_
 from albench.training.trainer import epoch_batches
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run faster (and less noisily on a shared 2-core box) on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 TINY = dict(widths=(4, 8, 8, 8), bottleneck=8)
 
 

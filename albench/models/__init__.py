@@ -1,13 +1,8 @@
 """Networks: the U-Net segmenter and the VAE that learns the data manifold."""
 
 from albench.models.seeding import seeded
+from albench.models.vae import VAE
 from albench.models.unet import SegmenterOutput, UNet
 
-__all__ = ["UNet", "SegmenterOutput", "seeded"]
+__all__ = ["UNet", "SegmenterOutput", "VAE", "seeded"]
 
-try:  # the VAE module is optional while it is being written
-    from albench.models.vae import VAE  # noqa: F401
-
-    __all__.append("VAE")
-except ImportError:  # pragma: no cover
-    pass

@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from .anatomy import grid_coords_in, load_atlas
+from .anatomy import load_atlas
 from .fields import bias_field, random_warp, rician_noise, smooth_field
 
 DEFAULTS: dict[str, Any] = {
