@@ -7,28 +7,24 @@ as ``albench._protocols``, ``albench._cards`` and ``albench.methods`` (see setup
 from __future__ import annotations
 
 import os
-from importlib import resources
 from pathlib import Path
 
-_PACKAGED = {"protocols": "albench._protocols", "datasets": "albench._cards"}
+_PACKAGED = {"protocols": "_protocols", "datasets": "_cards"}
 
 
 def resource_dir(kind: str) -> Path:
-    """Folder holding the shipped ``protocols`` or ``datasets`` (dataset cards)."""
+    """Folder holding the shipped ``protocols`` or ``datasets`` (dataset cards): inside the
+    installed package (``albench/_protocols``, ``albench/_cards``) or, in a source checkout or
+    editable install, the folder of that name at the repository root."""
     if kind not in _PACKAGED:
         raise ValueError(f"unknown resource kind {kind!r}; expected one of {sorted(_PACKAGED)}")
-    try:
-        path = Path(str(resources.files(_PACKAGED[kind])))
-        if path.is_dir():
-            return path
-    except ModuleNotFoundError:
-        pass
-    checkout = Path(__file__).resolve().parent.parent / kind
-    if checkout.is_dir():
-        return checkout
+    package_dir = Path(__file__).resolve().parent
+    for candidate in (package_dir / _PACKAGED[kind], package_dir.parent / kind):
+        if candidate.is_dir():
+            return candidate
     raise FileNotFoundError(
-        f"albench cannot find its {kind!r} folder (looked in package {_PACKAGED[kind]} and {checkout}); "
-        "reinstall albench"
+        f"albench cannot find its {kind!r} folder (looked in {package_dir / _PACKAGED[kind]} and "
+        f"{package_dir.parent / kind}); reinstall albench"
     )
 
 
