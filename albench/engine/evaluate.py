@@ -13,10 +13,12 @@ import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+
+from albench.training.predict import iter_labels
 
 METRIC_KEYS = ("dice", "hd", "hd95", "hd95_pooled")
 # On the CPU a batch is capped at this many pixels (slices x H x W): large batches of large
@@ -90,34 +92,9 @@ def test_cases(store: Any, max_cases: int = 0) -> list[str]:
     return cases[:max_cases] if max_cases > 0 else cases
 
 
-def _predicted_labels(model: torch.nn.Module, store: Any, rows: np.ndarray, *, batch_size: int,
-                      device: torch.device, amp: bool | str, predict_fn: Callable | None) -> Iterator[np.ndarray]:
-    """uint8 argmax maps (n, H, W) batch by batch. Without ``predict_fn`` the logits' argmax is
-    taken directly (the softmax of ``predict_proba`` does not change it and costs a pass)."""
-    if predict_fn is not None:
-        for start in range(0, rows.size, batch_size):
-            chunk = rows[start:start + batch_size]
-            for probs in predict_fn(model, store.images(chunk), batch_size=batch_size, device=device, amp=amp):
-                yield probs.argmax(dim=1).to(torch.uint8).cpu().numpy()
-        return
-    from albench.training.device import amp_dtype, autocast
-
-    dtype = amp_dtype(amp, device)
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, rows.size, batch_size):
-            x = torch.as_tensor(store.images(rows[start:start + batch_size])).to(device, non_blocking=True)
-            with torch.inference_mode(), autocast(dtype, device):
-                logits = model(x)
-            yield logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
-    finally:
-        model.train(was_training)
-
-
 def evaluate_segmenter(model: torch.nn.Module, store: Any, cases: Sequence[str], *,
                        device: torch.device | str = "cpu", batch_size: int = 64, amp: bool | str = "auto",
-                       workers: int = 0, predict_fn: Callable | None = None,
+                       workers: int = 0,
                        metrics_fn: Callable | None = None) -> EvalResult:
     """Predict every slice of each case in ``cases`` and score the stacked volumes.
 
@@ -154,8 +131,8 @@ def evaluate_segmenter(model: torch.nn.Module, store: Any, cases: Sequence[str],
         it = iter(case_rows)
         current = next(it, None)
         t_pred = time.perf_counter()
-        labels_iter = _predicted_labels(model, store, all_rows, batch_size=batch_size, device=device,
-                                        amp=amp, predict_fn=predict_fn)
+        labels_iter = iter_labels(model, lambda pos: store.images(all_rows[pos]), n=int(all_rows.size),
+                                  batch_size=batch_size, device=device, amp=amp)
         for batch in labels_iter:
             pending.append(batch)
             have += batch.shape[0]

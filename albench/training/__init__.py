@@ -4,7 +4,7 @@ from albench.training.augment import AugmentConfig, augment_batch
 from albench.training.device import resolve_device
 from albench.training.losses import soft_dice_loss
 from albench.training.manifold import Manifold, ManifoldConfig, get_manifold
-from albench.training.predict import predict_labels, predict_proba
+from albench.training.predict import iter_labels, predict_labels, predict_proba
 from albench.training.trainer import (
     TrainConfig,
     TrainingAux,
@@ -19,6 +19,7 @@ __all__ = [
     "resolve_device",
     "soft_dice_loss",
     "predict_proba",
+    "iter_labels",
     "predict_labels",
     "TrainConfig",
     "TrainResult",

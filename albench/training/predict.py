@@ -69,6 +69,37 @@ def _batches(images: ImageSource, total: int, batch_size: int, device: torch.dev
             pending.cancel()
 
 
+def _logits(
+    model: nn.Module,
+    images: ImageSource,
+    *,
+    batch_size: int,
+    device: torch.device | str,
+    amp: bool | str,
+    n: int | None,
+    mc_dropout: bool = False,
+) -> Iterator[Tensor]:
+    """Logits (n_b, K, H, W) batch by batch, the model in eval mode under inference_mode and
+    autocast; the model's train/eval mode is restored afterwards."""
+    if batch_size < 1:
+        raise AlbenchError(f"predict_proba: batch_size must be >= 1, got {batch_size}")
+    device = torch.device(device)
+    total = _length(images, n)
+    dtype = amp_dtype(amp, device)
+    was_training = model.training
+    model.eval()
+    if mc_dropout:
+        if not hasattr(model, "mc_dropout"):
+            raise AlbenchError("predict_proba(mc_dropout=True) needs a model with mc_dropout() (UNet)")
+        model.mc_dropout(True)
+    try:
+        for x in _batches(images, total, batch_size, device):
+            with torch.inference_mode(), autocast(dtype, device):
+                yield model(x)
+    finally:
+        model.train(was_training)
+
+
 def predict_proba(
     model: nn.Module,
     images: ImageSource,
@@ -89,24 +120,24 @@ def predict_proba(
     thread; h5py-backed stores do). The model runs in eval
     mode under ``torch.inference_mode``; ``mc_dropout=True`` keeps dropout stochastic (the model
     must have ``mc_dropout``, as UNet does) for MC-dropout sampling."""
-    if batch_size < 1:
-        raise AlbenchError(f"predict_proba: batch_size must be >= 1, got {batch_size}")
-    device = torch.device(device)
-    total = _length(images, n)
-    dtype = amp_dtype(amp, device)
-    was_training = model.training
-    model.eval()
-    if mc_dropout:
-        if not hasattr(model, "mc_dropout"):
-            raise AlbenchError("predict_proba(mc_dropout=True) needs a model with mc_dropout() (UNet)")
-        model.mc_dropout(True)
-    try:
-        for x in _batches(images, total, batch_size, device):
-            with torch.inference_mode(), autocast(dtype, device):
-                probs = torch.softmax(model(x).float(), dim=1)
-            yield probs
-    finally:
-        model.train(was_training)
+    for logits in _logits(model, images, batch_size=batch_size, device=device, amp=amp, n=n,
+                          mc_dropout=mc_dropout):
+        yield torch.softmax(logits.float(), dim=1)
+
+
+def iter_labels(
+    model: nn.Module,
+    images: ImageSource,
+    *,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    amp: bool | str = "auto",
+    n: int | None = None,
+) -> Iterator[np.ndarray]:
+    """Argmax label maps, uint8 (n_b, H, W) on the CPU, batch by batch, for ``images`` as in
+    :func:`predict_proba`. The argmax is taken on the logits (a softmax would not change it)."""
+    for logits in _logits(model, images, batch_size=batch_size, device=device, amp=amp, n=n):
+        yield logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
 
 
 def predict_labels(
@@ -119,10 +150,7 @@ def predict_labels(
     n: int | None = None,
 ) -> np.ndarray:
     """Argmax label maps, uint8 (N, H, W), for ``images`` as in :func:`predict_proba`."""
-    out = [
-        p.argmax(dim=1).to(torch.uint8).cpu().numpy()
-        for p in predict_proba(model, images, batch_size=batch_size, device=device, amp=amp, n=n)
-    ]
+    out = list(iter_labels(model, images, batch_size=batch_size, device=device, amp=amp, n=n))
     if not out:
         return np.zeros((0, 0, 0), dtype=np.uint8)
     return np.concatenate(out, axis=0)
