@@ -25,61 +25,7 @@ from albench.engine import rng as rngs
 from albench.engine.method import Method, check_answer
 from albench.engine.oracle import Oracle
 from albench.engine.state import State
-
-
-class TinyStore:
-    """In-memory stand-in with the SliceStore attributes the engine reads: ``n_cases`` cases of
-    ``depth`` slices of (channels, size, size); the first ``n_test`` cases form the test split.
-    Labels are discs of class 1..num_classes-1 at random places (some slices empty)."""
-
-    def __init__(self, n_cases: int = 6, depth: int = 8, size: int = 32, channels: int = 2,
-                 num_classes: int = 3, n_test: int = 2, seed: int = 0):
-        g = np.random.default_rng(seed)
-        n = n_cases * depth
-        self.name = "tiny"
-        self.path = "memory://tiny"
-        self.fingerprint = f"tiny{seed:04d}{n_cases:03d}{size:03d}"
-        self.content_hash = self.fingerprint
-        self.meta = {"slice_filter": "none"}
-        self.n, self.channels, self.height, self.width = n, channels, size, size
-        self.channel_names = [f"ch{i}" for i in range(channels)]
-        self.num_classes = num_classes
-        self.class_names = ["background"] + [f"c{i}" for i in range(1, num_classes)]
-        self.regions = {f"c{i}": [i] for i in range(1, num_classes)}
-        self.spacing = (1.0, 1.0, 1.0)
-        self.diagonal_mm = float(np.sqrt(2 * size ** 2 + depth ** 2))
-        self.case = np.repeat([f"case{i:02d}" for i in range(n_cases)], depth)
-        self.slice_index = np.tile(np.arange(depth), n_cases)
-        self.split = np.where(np.arange(n) < n_test * depth, "test", "train")
-        yy, xx = np.mgrid[:size, :size]
-        labels = np.zeros((n, size, size), np.uint8)
-        for i in range(n):
-            for _ in range(int(g.integers(0, 3))):
-                cls = int(g.integers(1, num_classes))
-                cy, cx, r = g.integers(4, size - 4), g.integers(4, size - 4), g.integers(2, 7)
-                labels[i][(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = cls
-        images = g.normal(0, 0.3, (n, channels, size, size)).astype(np.float32)
-        images += labels[:, None].astype(np.float32) * np.linspace(0.5, 1.0, channels, dtype=np.float32)[None, :, None, None]
-        self._images, self._labels = images, labels
-
-    def rows(self, split: str) -> np.ndarray:
-        return np.flatnonzero(self.split == split).astype(np.int64)
-
-    def cases(self, split: str) -> list[str]:
-        return list(dict.fromkeys(self.case[self.split == split].tolist()))
-
-    def case_rows(self, case: str) -> np.ndarray:
-        rows = np.flatnonzero(self.case == case)
-        return rows[np.argsort(self.slice_index[rows], kind="stable")].astype(np.int64)
-
-    def images(self, rows: Sequence[int]) -> np.ndarray:
-        return self._images[np.asarray(rows, dtype=np.int64)]
-
-    def labels(self, rows: Sequence[int]) -> np.ndarray:
-        return self._labels[np.asarray(rows, dtype=np.int64)]
-
-    def close(self) -> None:
-        pass
+from albench.engine.tinystore import TinyStore
 
 
 class _Watched:
