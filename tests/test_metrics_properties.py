@@ -14,7 +14,10 @@ from scipy import ndimage
 from albench.errors import MetricsError
 from albench.metrics import SurfaceMetrics, binary_metrics, label_metrics, region_metrics
 
-FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Derandomized: the same 40 examples on every run (seeded from the test function), no example
+# database, so a pass or a failure reproduces.
+FAST = settings(max_examples=40, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow])
 
 
 def reference(pred: np.ndarray, gt: np.ndarray, spacing) -> tuple[float, float, float, float]:
@@ -61,8 +64,18 @@ def test_matches_brute_force_reference(case):
     pred, gt, spacing = case
     m = binary_metrics(pred, gt, spacing)
     dice, hd, hd95, pooled = reference(pred, gt, spacing)
-    # bit for bit: distances are sqrt(sum((voxel offset * spacing)**2)) like scipy's EDT
-    assert (m.dice, m.hd, m.hd95, m.hd95_pooled) == (dice, hd, hd95, pooled)
+    # distances are sqrt(sum((voxel offset * spacing)**2)) like scipy's EDT, but the two sum the
+    # squares in their own order, so a distance may differ in its last bit: at most 1 ulp apart
+    got = np.array([m.dice, m.hd, m.hd95, m.hd95_pooled])
+    np.testing.assert_array_max_ulp(got, np.array([dice, hd, hd95, pooled]), maxulp=1)
+
+
+def test_one_ulp_comparison_accepts_the_seen_rounding_and_nothing_more():
+    """The flaky case seen once: 2.939387691339814 vs 2.9393876913398134 is 1 ulp apart."""
+    a, b = np.array([2.939387691339814]), np.array([2.9393876913398134])
+    np.testing.assert_array_max_ulp(a, b, maxulp=1)
+    with pytest.raises(AssertionError):
+        np.testing.assert_array_max_ulp(a, np.nextafter(b, 0.0), maxulp=1)
 
 
 @FAST
