@@ -134,3 +134,56 @@ def test_duplicate_case_across_groups(brats19_source, data_cache):
     write_brats_case(brats19_source / "LGG", "BraTS19_TST_0_1", np.random.default_rng(0))
     with pytest.raises(DataError, match="appears twice"):
         build_store("brats19", source=brats19_source, size=32, quiet=True)
+
+
+@pytest.mark.parametrize("kind", ["missing", "label", "corrupt"])
+def test_strict_build_is_not_satisfied_by_a_skip_bad_store(kind, brats19_source, data_cache, capsys):
+    """`build --skip-bad` then `build` (strict) on the same source with a bad case: the strict
+    build must fail on the bad case, not answer "already built" (the issue's scenario)."""
+    from albench.cli import main
+
+    case, fname = _break(kind, brats19_source)
+    src = ["data", "build", "brats19", "--source", str(brats19_source), "--size", "32", "--quiet"]
+    assert main(src + ["--skip-bad"]) == 0
+    out = capsys.readouterr()
+    assert out.out.startswith("built brats19:") and f"skipped case {case}" in out.err
+    lenient = _stores(data_cache)
+    assert len(lenient) == 1
+    assert main(src) == 2  # strict: refused, naming the bad case
+    err = capsys.readouterr().err
+    assert case in err and fname in err and "--skip-bad" in err and "already built" not in err
+    with pytest.raises(DataError, match=case):
+        build_store("brats19", source=brats19_source, size=32, quiet=True)
+    # without --source, a strict build does not fall back on the store that skipped cases either
+    with pytest.raises(DataError, match=f"left out bad case\\(s\\) {case}.*--skip-bad"):
+        build_store("brats19", size=32, quiet=True)
+    assert _stores(data_cache) == lenient  # nothing new written, nothing removed
+    # --skip-bad again reuses the lenient store and reports what it left out
+    again = build_store("brats19", source=brats19_source, size=32, skip_bad=True, quiet=True)
+    assert not again.built and again.path.name == lenient[0] and [b.case for b in again.skipped] == [case]
+    assert not build_store("brats19", size=32, skip_bad=True, quiet=True).built
+    assert main(src + ["--skip-bad"]) == 0
+    out = capsys.readouterr()
+    assert "already built" in out.out and f"skipped case {case}" in out.err
+
+
+def test_skipped_cases_are_part_of_the_fingerprint(brats19_source, data_cache):
+    from albench.data.build import store_fingerprint
+    from albench.data.layouts import BadCase
+
+    clean = build_store("brats19", source=brats19_source, size=32, skip_bad=True, quiet=True)
+    assert clean.skipped == []
+    # a --skip-bad build of a clean source is the strict store: same name, reused by a strict build
+    strict = build_store("brats19", source=brats19_source, size=32, quiet=True)
+    assert not strict.built and strict.path == clean.path
+    case, _ = _break("label", brats19_source)
+    lenient = build_store("brats19", source=brats19_source, size=32, skip_bad=True, quiet=True)
+    assert lenient.built and lenient.path != clean.path
+    with open_store(lenient.path) as st, open_store(clean.path) as cl:
+        assert st.fingerprint == store_fingerprint(st.config_hash, st.meta["source_id"], st.meta["skipped"])
+        assert cl.fingerprint == store_fingerprint(cl.config_hash, cl.meta["source_id"], [])
+        assert st.meta["skip_bad"] is True and [b["case"] for b in st.meta["skipped"]] == [case]
+    # same config and source: the cases left out alone change the identity (not the wording)
+    assert store_fingerprint("c", "s", [BadCase("a", "f", "r1")]) == store_fingerprint("c", "s", [BadCase("a", "f", "r2")])
+    assert store_fingerprint("c", "s", [BadCase("a", "f", "r")]) != store_fingerprint("c", "s", [])
+    assert store_fingerprint("c", "s", [{"case": "a", "file": "f"}]) == store_fingerprint("c", "s", [BadCase("a", "f", "r")])

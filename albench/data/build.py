@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
 import math
 import os
 import sys
-from collections import deque
+import tempfile
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import nibabel as nib
 import numpy as np
@@ -26,7 +28,6 @@ from albench.data.preprocess import slice_axis
 from albench.data.split import split_cases
 from albench.data.store import FORMAT, IMAGE_DTYPE, COMPRESSION_NAME, SliceStore, StoreWriter, store_dir, store_filename
 from albench.errors import DataError
-from albench.io import atomic_path
 from albench.resources import cache_dir
 
 ADAPTER_VERSION = "2"
@@ -105,14 +106,33 @@ def _auto_grid(card: DatasetCard, cases: list[CaseFiles]) -> int:
     return int(grid)
 
 
-def _open_matching(card: DatasetCard, size: int, config_hash: str) -> SliceStore | None:
+def store_fingerprint(config_hash: str, source_id: str, skipped: list[BadCase] | list[dict]) -> str:
+    """A store's identity: its config, its source and the cases left out by ``--skip-bad``
+    ((case, file) pairs), so that a store that skipped cases never stands in for a strict build."""
+    left_out = sorted([b.case, b.file] if isinstance(b, BadCase) else [b["case"], b["file"]] for b in skipped)
+    return _hash([config_hash, source_id, left_out])
+
+
+def _skipped_of(store: SliceStore) -> list[BadCase]:
+    return [BadCase(b["case"], b["file"], b["reason"]) for b in store.meta.get("skipped", [])]
+
+
+def _open_matching(card: DatasetCard, size: int, config_hash: str, *, allow_skipped: bool = True,
+                   source_id: str | None = None) -> SliceStore | None:
+    """The newest store of ``card`` at ``size`` built with ``config_hash`` (and, if given, from
+    the source ``source_id``); with ``allow_skipped=False`` only stores that left no case out."""
     candidates = sorted(store_dir(cache_dir()).glob(f"{card.name}-{size}-*.h5"),
                         key=lambda p: p.stat().st_mtime, reverse=True)
     for path in candidates:
         try:
-            return SliceStore(path, expect_config=config_hash)
+            store = SliceStore(path, expect_config=config_hash)
         except DataError:
             continue
+        skipped = store.meta.get("skipped", [])
+        if (source_id is not None and store.meta.get("source_id") != source_id) or (skipped and not allow_skipped):
+            store.close()
+            continue
+        return store
     return None
 
 
@@ -159,28 +179,45 @@ def build_store(name: str, *, source: Path | None = None, size: int | None = Non
         src, source_id, synth_info = _synth_source(card, quiet)
     else:
         if source is None:
-            existing = _open_matching(card, s, config_hash)
-            if existing is not None and not force:
-                existing.close()
-                return BuildReport(existing.path, False, seconds=time.perf_counter() - t0)
+            if not force:
+                existing = _open_matching(card, s, config_hash, allow_skipped=skip_bad)
+                if existing is not None:
+                    existing.close()
+                    return BuildReport(existing.path, False, _skipped_of(existing), time.perf_counter() - t0)
+                lenient = _open_matching(card, s, config_hash)
+                if lenient is not None:
+                    lenient.close()
+                    names = ", ".join(b["case"] for b in lenient.meta["skipped"])
+                    raise DataError(f"the built store of {card.name} ({lenient.path.name}) left out bad case(s) "
+                                    f"{names} (built with --skip-bad); a build without --skip-bad does not reuse it: "
+                                    "fix the source and build with --source, or pass --skip-bad")
             raise DataError(f"{card.name} is real data that albench cannot download: pass --source pointing at "
                             f"your copy of {card.source.get('folder_hint', 'the dataset')} (see `albench data info {card.name}`)")
         src, synth_info = Path(source).expanduser().resolve(), None
         source_id = ""
     cases, bad = discover(card, src)
-    if not synth_info:
-        source_id = _hash(source_listing(cases, src))
-    fingerprint = _hash([config_hash, source_id])
-    final = store_dir(cache_dir()) / store_filename(card.name, s, fingerprint)
-    if final.exists() and not force:
-        try:
-            SliceStore(final, expect_config=config_hash).close()
-            return BuildReport(final, False, seconds=time.perf_counter() - t0)
-        except DataError:
-            pass  # damaged or stale: rebuild
+    # refuse bad cases before anything built earlier is reused: a store built with --skip-bad
+    # from this source must not satisfy a strict build
     if bad and not skip_bad:
         raise DataError(bad[0].message() + (f" (and {len(bad) - 1} more bad case(s))" if len(bad) > 1 else "")
                         + "; fix the source or pass --skip-bad to leave bad cases out")
+    if not synth_info:
+        source_id = _hash(source_listing(cases, src))
+    if not force:
+        # a strict build reuses only the store that left nothing out (its fingerprint is known
+        # before ingest); a --skip-bad build also reuses one from this source that skipped cases
+        clean = store_dir(cache_dir()) / store_filename(card.name, s, store_fingerprint(config_hash, source_id, []))
+        existing = None
+        if clean.exists():
+            try:
+                existing = SliceStore(clean, expect_config=config_hash)
+            except DataError:
+                existing = None  # damaged or stale: rebuild
+        if existing is None and skip_bad:
+            existing = _open_matching(card, s, config_hash, source_id=source_id)
+        if existing is not None:
+            existing.close()
+            return BuildReport(existing.path, False, _skipped_of(existing), time.perf_counter() - t0)
     skipped = list(bad)
     if len(cases) < 2:
         raise DataError(f"{card.name}: only {len(cases)} usable case(s) in {src} (need at least 2 cases for a "
@@ -190,8 +227,8 @@ def build_store(name: str, *, source: Path | None = None, size: int | None = Non
     grid = _auto_grid(card, cases) if card.grid == "auto" else int(card.grid)
     ordered = [c for c in cases if assign[c.case] == "train"] + [c for c in cases if assign[c.case] == "test"]
     info: dict[str, dict[str, Any]] = {}
-    with atomic_path(final, suffix=".h5") as tmp:
-        writer = StoreWriter(tmp, len(card.channel_names), s)
+    with _staged(store_dir(cache_dir()), f"{card.name}-{s}") as stage:
+        writer = StoreWriter(stage.tmp, len(card.channel_names), s)
         try:
             _ingest(card, ordered, assign, lm, grid, s, writer, skip_bad, skipped, info, quiet)
             kept = [c for c in ordered if c.case in info]
@@ -236,15 +273,45 @@ def build_store(name: str, *, source: Path | None = None, size: int | None = Non
                           "test": [c.case for c in kept if assign[c.case] == "test"]},
                 "cases": info,
                 "skipped": [{"case": b.case, "file": b.file, "reason": b.reason} for b in skipped],
+                "skip_bad": bool(skip_bad),
                 "licence": card.licence,
                 "citation": list(card.citation),
                 "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
+            fingerprint = store_fingerprint(config_hash, source_id, skipped)
+            stage.final = store_dir(cache_dir()) / store_filename(card.name, s, fingerprint)
             writer.finish(fingerprint=fingerprint, config_hash=config_hash, meta=meta)
         except BaseException:
             writer.abort()
             raise
-    return BuildReport(final, True, skipped, time.perf_counter() - t0)
+    return BuildReport(stage.final, True, skipped, time.perf_counter() - t0)
+
+
+@dataclass
+class _Stage:
+    tmp: Path
+    final: Path | None = None
+
+
+@contextlib.contextmanager
+def _staged(folder: Path, stem: str) -> Iterator[_Stage]:
+    """A temporary store file in ``folder``, renamed onto ``stage.final`` (set by the block, once
+    the store's fingerprint is known) if the block succeeds; removed otherwise."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".h5.tmp", dir=folder)
+    os.close(fd)
+    stage = _Stage(Path(tmp))
+    try:
+        yield stage
+        if stage.final is None:
+            raise RuntimeError("internal error: a staged store was never given its final name")
+        with open(stage.tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(stage.tmp, stage.final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            stage.tmp.unlink()
+        raise
 
 
 def _ingest(card: DatasetCard, ordered: list[CaseFiles], assign: dict[str, str], lm, grid: int, size: int,
