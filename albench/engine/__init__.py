@@ -1,4 +1,4 @@
-"""The replay engine: protocols, the oracle, the method contract, evaluation, replay, records."""
+"""The replay engine: protocols, the simulated annotator, the method contract, evaluation, replay, records."""
 
 from albench.engine.method import (
     Method,
@@ -8,13 +8,13 @@ from albench.engine.method import (
     load_method_from_path,
     register_method,
 )
-from albench.engine.oracle import Oracle
+from albench.engine.annotator import SimulatedAnnotator
 from albench.engine.protocol import Protocol, list_protocols, load_protocol, parse_protocol
 from albench.engine.state import State
 
 __all__ = [
     "Method",
-    "Oracle",
+    "SimulatedAnnotator",
     "Protocol",
     "State",
     "available_methods",

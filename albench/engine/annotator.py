@@ -1,4 +1,4 @@
-"""The simulated oracle: the only holder of labels.
+"""The simulated annotator (the "oracle" of AL papers; not the upper-bound method `oracle`): the only holder of labels.
 
 It reveals labels only for indices it is asked to annotate, enforces each round's budget,
 refuses indices that are already labelled, outside the pool, repeated or not integers, and logs
@@ -12,29 +12,29 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from albench.errors import OracleError
+from albench.errors import AnnotatorError
 
 LabelLoader = Callable[[np.ndarray], np.ndarray]
 
 
 def as_index_array(values: Any, what: str) -> np.ndarray:
-    """``values`` as a 1-D int64 array; OracleError for anything not made of integers
+    """``values`` as a 1-D int64 array; AnnotatorError for anything not made of integers
     (floats, even integral ones, and bools are refused)."""
     arr = np.asarray(values)
     if arr.ndim != 1:
-        raise OracleError(f"{what}: expected a 1-D sequence of integer indices, got shape {arr.shape}")
+        raise AnnotatorError(f"{what}: expected a 1-D sequence of integer indices, got shape {arr.shape}")
     if arr.size == 0:
         return arr.astype(np.int64)
     if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
-        raise OracleError(f"{what}: indices must be integers, got dtype {arr.dtype} (values {arr[:5].tolist()}...)")
+        raise AnnotatorError(f"{what}: indices must be integers, got dtype {arr.dtype} (values {arr[:5].tolist()}...)")
     return arr.astype(np.int64)
 
 
-class Oracle:
+class SimulatedAnnotator:
     """Holds the labels of the training pool and hands them out on request.
 
     ``pool``: the store rows (int) that may be annotated; ``load_labels(rows) -> (n, H, W)``
-    reads ground truth from the store. The oracle keeps the labelled set in annotation order."""
+    reads ground truth from the store. The annotator keeps the labelled set in annotation order."""
 
     def __init__(self, pool: Sequence[int], load_labels: LabelLoader, *, clock: Callable[[], float] = time.time):
         self._pool = np.asarray(pool, dtype=np.int64)
@@ -70,9 +70,9 @@ class Oracle:
     def begin_round(self, round_: int, budget: int) -> None:
         """Open round ``round_`` allowing ``budget`` new annotations."""
         if budget < 0:
-            raise OracleError(f"round {round_}: budget must be >= 0, got {budget}")
+            raise AnnotatorError(f"round {round_}: budget must be >= 0, got {budget}")
         if budget > self.pool_size - len(self._labelled):
-            raise OracleError(
+            raise AnnotatorError(
                 f"round {round_}: budget {budget} exceeds the {self.pool_size - len(self._labelled)} unlabelled slices left"
             )
         self._round = int(round_)
@@ -81,20 +81,20 @@ class Oracle:
     def annotate(self, indices: Sequence[int], *, who: str = "method") -> np.ndarray:
         """Label ``indices`` (store rows); returns their labels (n, H, W) in the given order."""
         if self._round is None:
-            raise OracleError("annotate called before begin_round; the engine must open a round first")
+            raise AnnotatorError("annotate called before begin_round; the engine must open a round first")
         where = f"round {self._round} ({who})"
         idx = as_index_array(indices, where)
         outside = [int(i) for i in idx if int(i) not in self._pool_set]
         if outside:
-            raise OracleError(f"{where}: indices outside the training pool: {outside[:10]}")
+            raise AnnotatorError(f"{where}: indices outside the training pool: {outside[:10]}")
         again = [int(i) for i in idx if int(i) in self._labelled_set]
         if again:
-            raise OracleError(f"{where}: indices already labelled: {again[:10]}")
+            raise AnnotatorError(f"{where}: indices already labelled: {again[:10]}")
         uniq, counts = np.unique(idx, return_counts=True)
         if (counts > 1).any():
-            raise OracleError(f"{where}: indices asked for twice: {uniq[counts > 1][:10].tolist()}")
+            raise AnnotatorError(f"{where}: indices asked for twice: {uniq[counts > 1][:10].tolist()}")
         if idx.size > self._remaining:
-            raise OracleError(
+            raise AnnotatorError(
                 f"{where}: asked for {idx.size} labels but only {self._remaining} remain in this round's budget"
             )
         labels = self._load(idx)
@@ -107,11 +107,11 @@ class Oracle:
         return labels
 
     def labels(self, indices: Sequence[int]) -> np.ndarray:
-        """Labels of already labelled rows; OracleError for any unlabelled one."""
+        """Labels of already labelled rows; AnnotatorError for any unlabelled one."""
         idx = as_index_array(indices, "labels")
         hidden = [int(i) for i in idx if int(i) not in self._labelled_set]
         if hidden:
-            raise OracleError(f"labels asked for rows that are not labelled: {hidden[:10]}; only labelled rows are revealed")
+            raise AnnotatorError(f"labels asked for rows that are not labelled: {hidden[:10]}; only labelled rows are revealed")
         return self._load(idx)
 
     def ground_truth(self, indices: Sequence[int]) -> np.ndarray:
@@ -119,7 +119,7 @@ class Oracle:
         idx = as_index_array(indices, "ground_truth")
         outside = [int(i) for i in idx if int(i) not in self._pool_set]
         if outside:
-            raise OracleError(f"ground_truth: indices outside the training pool: {outside[:10]}")
+            raise AnnotatorError(f"ground_truth: indices outside the training pool: {outside[:10]}")
         return self._load(idx)
 
     def state_dict(self) -> dict[str, Any]:

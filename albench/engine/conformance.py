@@ -23,8 +23,8 @@ import torch
 
 from albench.engine import rng as rngs
 from albench.engine.method import Method, check_answer
-from albench.engine.oracle import Oracle
-from albench.engine.state import State
+from albench.engine.annotator import SimulatedAnnotator
+from albench.engine.state import State, StoreImages
 from albench.engine.tinystore import TinyStore
 
 
@@ -57,19 +57,24 @@ def tiny_segmenter(store: TinyStore, seed: int = 0) -> torch.nn.Module:
 
 def make_state(method: Method, *, store: TinyStore | None = None, labelled: int = 6, round_: int = 1,
                seed: int = 0, segmenter: torch.nn.Module | None = None) -> tuple[State, _Watched]:
-    """A State over ``store`` with ``labelled`` random training rows labelled, and the watcher
-    of label reads (``watcher.read``: rows whose labels were loaded after the setup)."""
+    """A State over ``store`` with ``labelled`` random training rows labelled (their labels given
+    by value, as the engine does), and the watcher of label reads (``watcher.read``: rows whose
+    labels were loaded after the setup, i.e. through the ground-truth channel)."""
     store = store or TinyStore()
     watcher = _Watched(store)
     pool = store.rows("train")
-    oracle = Oracle(pool, watcher)
+    annotator = SimulatedAnnotator(pool, watcher)
     init = np.sort(rngs.numpy_rng(seed, "initial").choice(pool, size=labelled, replace=False))
-    oracle.begin_round(0, labelled)
-    oracle.annotate(init)
+    annotator.begin_round(0, labelled)
+    labels = annotator.annotate(init)
     watcher.read.clear()
+    name = method.name or type(method).__name__
     state = State(round_=round_, seed=seed, rng=rngs.numpy_rng(seed, "method", round_), device=torch.device("cpu"),
-                  oracle=oracle, store=store, segmenter=segmenter if segmenter is not None else tiny_segmenter(store, seed),
-                  history=[], method=method.name or type(method).__name__, privileged=method.privileged)
+                  method=name, privileged=method.privileged, labelled=annotator.labelled, labelled_labels=labels,
+                  pool=annotator.unlabelled(), pool_size=annotator.pool_size, num_classes=store.num_classes,
+                  channels=store.channels, regions=store.regions, images=StoreImages(store),
+                  segmenter=segmenter if segmenter is not None else tiny_segmenter(store, seed), history=[],
+                  ground_truth_fn=annotator.ground_truth if method.privileged else None)
     return state, watcher
 
 

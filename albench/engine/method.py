@@ -6,6 +6,7 @@ the training split that are not yet labelled). See ``docs/writing-a-method.md``.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -47,17 +48,39 @@ class Method:
         no segmenter yet. Default: None (plain training)."""
         return None
 
+    upper_bound: bool = False
+    """For privileged methods: True only where measurement shows the method bounds random
+    (tables then say "(upper bound)"; otherwise "(privileged)")."""
+
     def config(self) -> dict[str, Any]:
-        """Hyperparameters recorded in the run record: the public, JSON-friendly attributes."""
-        out: dict[str, Any] = {}
-        for key, value in vars(self).items():
-            if key.startswith("_"):
-                continue
-            if isinstance(value, (bool, int, float, str)) or value is None:
-                out[key] = value
-            elif isinstance(value, (list, tuple)) and all(isinstance(v, (bool, int, float, str)) for v in value):
-                out[key] = list(value)
-        return out
+        """Hyperparameters recorded in the run record: the public attributes, as JSON values
+        (numpy scalars and arrays converted; anything else as its ``repr``)."""
+        return {key: jsonable(value) for key, value in vars(self).items() if not key.startswith("_")}
+
+    def round_info(self) -> dict[str, Any]:
+        """Optional: what the method reports about its last ``suggest`` (e.g. step sizes), stored
+        in the round's ``suggest_info``; JSON values only. Default: nothing."""
+        return {}
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON data: numpy scalars -> Python numbers, arrays and tuples -> lists,
+    dict keys -> str; other objects -> their ``repr`` (so nothing is silently dropped)."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(jsonable(v) for v in value)
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    return repr(value)
 
 
 _REGISTRY: dict[str, type[Method]] = {}
@@ -123,7 +146,7 @@ def load_method_from_path(spec: str, **kwargs: Any) -> Method:
     path = Path(path_s).expanduser()
     if not path.is_file():
         raise MethodError(f"--method {spec!r}: file {path} does not exist")
-    mod_name = f"albench_user_method_{abs(hash(str(path.resolve())))}"
+    mod_name = "albench_user_method_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
     module_spec = importlib.util.spec_from_file_location(mod_name, path)
     if module_spec is None or module_spec.loader is None:
         raise MethodError(f"--method {spec!r}: cannot import {path} as a Python module")
@@ -155,10 +178,46 @@ def _instantiate(cls: type[Method], what: str, kwargs: dict) -> Method:
     return method
 
 
+def is_file_spec(spec: str) -> bool:
+    """``path/to/file.py:Class``."""
+    return spec.endswith(".py") or ".py:" in spec
+
+
+def is_module_spec(spec: str) -> bool:
+    """``package.module:Class`` (an importable module)."""
+    return ":" in spec and not is_file_spec(spec)
+
+
+def method_class(spec: str) -> type[Method]:
+    """The class behind a registry name or a ``package.module:Class`` spec (imports it)."""
+    if is_module_spec(spec):
+        mod_name, cls_name = spec.rsplit(":", 1)
+        try:
+            module = importlib.import_module(mod_name)
+        except ImportError as exc:
+            raise MethodError(f"method {spec!r}: cannot import module {mod_name!r}: {exc}") from exc
+        cls = getattr(module, cls_name, None)
+        if not (inspect.isclass(cls) and issubclass(cls, Method)):
+            raise MethodError(f"method {spec!r}: {mod_name} has no Method subclass {cls_name!r}")
+        if not cls.name:
+            cls.name = cls_name
+        return cls
+    registry = available_methods()
+    if spec not in registry:
+        raise MethodError(
+            f"unknown method {spec!r}; registered: {', '.join(registry)}; "
+            "or pass path/to/file.py:ClassName"
+        )
+    return registry[spec]
+
+
 def get_method(name_or_path: str, **kwargs: Any) -> Method:
-    """A method by registry name (``random``) or by ``file.py:Class``."""
-    if name_or_path.endswith(".py") or ".py:" in name_or_path:
+    """A method by registry name (``random``), ``file.py:Class`` or ``package.module:Class``,
+    constructed with ``kwargs`` as its hyperparameters."""
+    if is_file_spec(name_or_path):
         return load_method_from_path(name_or_path, **kwargs)
+    if is_module_spec(name_or_path):
+        return _instantiate(method_class(name_or_path), name_or_path, kwargs)
     registry = available_methods()
     if name_or_path not in registry:
         raise MethodError(

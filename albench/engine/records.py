@@ -9,11 +9,14 @@ so no generator state has to be stored. The checkpoint is deleted when the job f
 
 Layout under ``--out`` (default ``runs/``)::
 
-    <protocol>__<profile>__<protocol fp8>/<dataset>__<dataset fp12>/<method>__seed<k>.json
+    <protocol>__<profile>__<protocol fp8>/<dataset>__<dataset fp12>/<label>__<settings hash8>__seed<k>.json
+
+Records are typed (:mod:`albench.engine.schema`); ``read_record`` validates them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from functools import lru_cache
@@ -24,9 +27,11 @@ import torch
 
 from albench import __version__
 from albench.errors import AlbenchError
+from albench.engine.schema import RECORD_SCHEMA, RunRecord, parse_record, strip_volatile
 from albench.io import atomic_path, atomic_write_json
 
-RECORD_SCHEMA = "albench.run/1"
+__all__ = ["RECORD_SCHEMA", "RunRecord", "checkpoint_path", "code_version", "experiment_dir", "load_checkpoint",
+           "read_record", "record_path", "save_checkpoint", "strip_timings", "write_record"]
 
 
 def experiment_dir(out: str | Path, protocol: Any, dataset_name: str, dataset_fingerprint: str) -> Path:
@@ -35,13 +40,9 @@ def experiment_dir(out: str | Path, protocol: Any, dataset_name: str, dataset_fi
     return Path(out) / f"{protocol.name}__{prof}__{protocol.fingerprint[:8]}" / f"{dataset_name}__{dataset_fingerprint[:12]}"
 
 
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
-def record_path(exp_dir: Path, method: str, seed: int) -> Path:
-    """The JSON record of one job."""
-    return Path(exp_dir) / f"{_safe(method)}__seed{seed}.json"
+def record_path(exp_dir: Path, spec: Any, seed: int) -> Path:
+    """The JSON record of one job (``spec``: a :class:`albench.engine.jobs.MethodSpec`)."""
+    return Path(exp_dir) / spec.record_name(seed)
 
 
 def checkpoint_path(record: Path) -> Path:
@@ -49,36 +50,53 @@ def checkpoint_path(record: Path) -> Path:
     return record.with_suffix(".ckpt.pt")
 
 
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=20).stdout
+
+
 @lru_cache(maxsize=1)
 def code_version() -> str:
-    """albench version plus the git commit of the source tree when there is one ("+dirty" when
-    tracked files differ from it)."""
+    """albench version plus the git commit of the source tree; an uncommitted tree adds
+    ``.dirty<hash>``, a hash of the diff against the commit and of the untracked files, so two
+    different uncommitted trees get two versions. Outside a git checkout: the version plus a hash
+    of the package's Python sources."""
     root = Path(__file__).resolve().parents[2]
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
-                                text=True, timeout=5).stdout.strip()
-        if not commit:
-            return __version__
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return f"{__version__}+g{commit}{'.dirty' if dirty else ''}"
+        commit = _git(root, "rev-parse", "--short=12", "HEAD").strip() if (root / ".git").exists() else ""
+        if commit:
+            diff = _git(root, "diff", "HEAD", "--binary")
+            untracked = _git(root, "ls-files", "--others", "--exclude-standard", "-z").split("\0")
+            h = hashlib.sha256(diff.encode())
+            for name in sorted(n for n in untracked if n):
+                p = root / name
+                if p.is_file() and p.stat().st_size < 4 << 20:
+                    h.update(name.encode() + b"\0" + p.read_bytes())
+            dirty = f".dirty{h.hexdigest()[:10]}" if diff or any(untracked) else ""
+            return f"{__version__}+g{commit}{dirty}"
     except (OSError, subprocess.SubprocessError):
-        return __version__
+        pass
+    pkg = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for p in sorted(pkg.rglob("*.py")):
+        h.update(p.relative_to(pkg).as_posix().encode() + b"\0" + p.read_bytes())
+    return f"{__version__}+src{h.hexdigest()[:10]}"
 
 
-def write_record(path: Path, record: dict[str, Any]) -> None:
+def write_record(path: Path, record: RunRecord) -> None:
     """Atomically write a run record (NaN refused)."""
-    atomic_write_json(path, record)
+    atomic_write_json(path, record.dump())
 
 
-def read_record(path: Path) -> dict[str, Any] | None:
-    """The record at ``path``, or None when there is none; AlbenchError when it is unreadable."""
+def read_record(path: Path) -> RunRecord | None:
+    """The record at ``path``, or None when there is none; AlbenchError naming the file when it is
+    unreadable, of another schema, or malformed."""
     if not Path(path).exists():
         return None
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise AlbenchError(f"run record {path} is unreadable ({exc}); delete it to re-run that job") from None
+    return parse_record(data, str(path))
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
@@ -97,12 +115,7 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
         raise AlbenchError(f"checkpoint {path} is corrupt ({exc}); delete it to restart that job from round 0") from None
 
 
-def strip_timings(obj: Any) -> Any:
-    """A copy of a record without wall-clock fields (for comparing two runs of the same job)."""
-    drop = {"seconds", "time", "timings", "predict_seconds", "metric_seconds", "slices_per_second",
-            "started", "finished", "suggest_seconds", "train_seconds", "code_version", "resumed_from"}
-    if isinstance(obj, dict):
-        return {k: strip_timings(v) for k, v in obj.items() if k not in drop}
-    if isinstance(obj, list):
-        return [strip_timings(v) for v in obj]
-    return obj
+def strip_timings(record: RunRecord | dict[str, Any]) -> dict[str, Any]:
+    """A record without its volatile fields (timings, code version, resume history), for
+    comparing two runs of the same job; the fields are the schema's, not a list of keys."""
+    return strip_volatile(record)

@@ -1,14 +1,20 @@
-"""The replay of one job (protocol, dataset, method, seed): an explicit, resumable state machine.
+"""The replay of one job (protocol, dataset, method settings, seed): an explicit, resumable state
+machine.
 
-Round r (0-based) of R: **train** the segmenter on the labelled set L_r -> **evaluate** it on the
-test split -> **suggest** (method) -> **annotate** (oracle) to form L_{r+1}; the last round
-trains and evaluates only. Round 0's L_0 is a random sample drawn with the ``initial`` stream,
-the same for every method. After each round the record and a checkpoint are written
-atomically, so a job killed at any moment resumes from its last finished round and yields the
-same record as an uninterrupted run (timings aside)."""
+Round r (0-based) of R: **aux** (the method may construct a training aux, in its worker) ->
+**train** the segmenter on the labelled set L_r (the aux learns from detached features; the
+segmenter trains exactly as for every other method) -> **evaluate** it on the test split ->
+**suggest** (the method, in its sealed worker, sees a copy of the segmenter and no test
+metrics) -> **annotate** (the simulated annotator) to form L_{r+1}; the last round trains and
+evaluates only. Round 0's L_0 is a random sample drawn with the ``initial`` stream, the same for
+every method. After each round the record and a checkpoint are written atomically, so a job
+killed at any moment resumes from its last finished round and yields the same record as an
+uninterrupted run (volatile fields aside). Resuming under another code version is refused
+unless asked for, and then recorded."""
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from dataclasses import dataclass
@@ -19,12 +25,12 @@ import numpy as np
 import torch
 
 from albench.engine import rng as rngs
+from albench.engine.annotator import SimulatedAnnotator
 from albench.engine.evaluate import evaluate_segmenter, metric_definitions, test_cases
+from albench.engine.jobs import MethodSpec
 from albench.engine.method import Method, check_answer
-from albench.engine.oracle import Oracle
 from albench.engine.protocol import Protocol
 from albench.engine.records import (
-    RECORD_SCHEMA,
     checkpoint_path,
     code_version,
     load_checkpoint,
@@ -32,10 +38,32 @@ from albench.engine.records import (
     save_checkpoint,
     write_record,
 )
-from albench.engine.state import State
-from albench.errors import AlbenchError
+from albench.engine.schema import (
+    AuxInfo,
+    DatasetInfo,
+    EvalInfo,
+    ExecutionInfo,
+    HistoryEntry,
+    MethodInfo,
+    Query,
+    RoundRecord,
+    RunRecord,
+    TrainInfo,
+)
+from albench.engine.state import StoreImages
+from albench.engine.worker import (
+    InProcessHost,
+    JobContext,
+    Limits,
+    RoundInput,
+    SealedHost,
+    _apply_determinism,
+    label_paths,
+)
+from albench.errors import AlbenchError, MethodError
 
 Progress = Callable[[str], None]
+MODES = ("sealed", "in-process")
 
 
 def stderr_progress(line: str) -> None:
@@ -46,90 +74,118 @@ def stderr_progress(line: str) -> None:
 @dataclass
 class Backend:
     """The model/training functions the engine calls (``albench.models``/``albench.training``);
-    tests may swap in small fakes."""
+    tests may swap in small fakes (in-process mode only)."""
 
     build_segmenter: Callable[..., torch.nn.Module]
     make_optimizer: Callable[..., torch.optim.Optimizer]
     train: Callable[..., Any]
     train_config: Callable[..., Any]
     predict_proba: Callable[..., Any]
-    get_manifold: Callable[..., Any] | None = None
     manifold_config: Callable[..., Any] | None = None
 
     @classmethod
     def default(cls) -> "Backend":
         from albench.models import UNet
         from albench.training import TrainConfig, make_optimizer, predict_proba, train_segmenter
+        from albench.training.manifold import ManifoldConfig
 
-        try:
-            from albench.training.manifold import ManifoldConfig, get_manifold
-        except ImportError:  # pragma: no cover - manifold trainer not installed
-            return cls(UNet, make_optimizer, train_segmenter, TrainConfig, predict_proba)
-        return cls(UNet, make_optimizer, train_segmenter, TrainConfig, predict_proba, get_manifold, ManifoldConfig)
+        return cls(UNet, make_optimizer, train_segmenter, TrainConfig, predict_proba, ManifoldConfig)
 
 
 def _amp(protocol: Protocol) -> bool | str:
     return {"auto": "auto", "on": True, "off": False}[protocol.training.amp]
 
 
-def dataset_info(store: Any) -> dict[str, Any]:
+def dataset_info(store: Any) -> DatasetInfo:
     """What a record says about the dataset (name, fingerprints, grid, regions, spacing)."""
-    return {
-        "name": store.name,
-        "fingerprint": store.fingerprint,
-        "content_hash": getattr(store, "content_hash", None),
-        "path": str(getattr(store, "path", "")),
-        "size": [int(store.height), int(store.width)],
-        "channels": list(getattr(store, "channel_names", [])),
-        "classes": list(getattr(store, "class_names", [])),
-        "regions": {k: list(v) for k, v in store.regions.items()},
-        "spacing_mm": [float(s) for s in store.spacing],
-        "penalty_mm": float(store.diagonal_mm),
-        "train_slices": int(len(store.rows("train"))),
-        "test_cases": len(store.cases("test")),
-        "slice_filter": (getattr(store, "meta", None) or {}).get("slice_filter"),
-    }
+    return DatasetInfo(
+        name=store.name, fingerprint=store.fingerprint, content_hash=getattr(store, "content_hash", None),
+        path=str(getattr(store, "path", "")), size=[int(store.height), int(store.width)],
+        channels=list(getattr(store, "channel_names", [])), classes=list(getattr(store, "class_names", [])),
+        regions={k: list(v) for k, v in store.regions.items()}, spacing_mm=[float(s) for s in store.spacing],
+        penalty_mm=float(store.diagonal_mm), train_slices=int(len(store.rows("train"))),
+        test_cases=len(store.cases("test")), slice_filter=(getattr(store, "meta", None) or {}).get("slice_filter"),
+    )
 
 
-def method_info(method: Method, spec: str) -> dict[str, Any]:
-    """What a record says about the method."""
-    return {
-        "name": method.name,
-        "spec": spec,
-        "class": f"{type(method).__module__}.{type(method).__qualname__}",
-        "privileged": bool(method.privileged),
-        "requires": sorted(method.requires),
-        "config": method.config(),
-    }
+def job_id(protocol: Protocol, dataset_fingerprint: str, spec: MethodSpec, seed: int) -> str:
+    """Stable job id: protocol, profile, protocol fingerprint, dataset fingerprint, method label,
+    method settings hash, seed."""
+    prof = protocol.profile or "paper"
+    return (f"{protocol.name}__{prof}__{protocol.fingerprint[:8]}__{dataset_fingerprint[:12]}__"
+            f"{spec.safe_label}__{spec.settings_hash[:8]}__seed{int(seed)}")
 
 
-def format_progress(record: dict, entry: dict, n_rounds: int) -> str:
+def method_tag(method: MethodInfo) -> str:
+    """How a method is named in tables and progress lines."""
+    if method.name == "full":
+        return "full (reference)"
+    if method.privileged:
+        return f"{method.label} ({'upper bound' if method.upper_bound else 'privileged'})"
+    return method.label
+
+
+def format_progress(record: RunRecord, entry: RoundRecord, n_rounds: int) -> str:
     """One progress line: protocol, method, seed, round, labelled fraction, Dice per region, seconds."""
-    prot = record["protocol"]
+    prot = record.protocol
     tag = "[quick] " if prot.get("profile") == "quick" else (f"[{prot['profile']}] " if prot.get("profile") else "")
-    m = record["method"]
-    name = m["name"] + (" (upper bound)" if m["privileged"] else "")
-    mean = entry["eval"]["mean"]
+    mean = entry.eval.mean
     if len(mean) <= 4:
-        dice = " ".join(f"{r} {v['dice']:.3f}" for r, v in mean.items())
+        dice = " ".join(f"{r} {v.dice:.3f}" for r, v in mean.items())
     else:
-        dice = f"mean of {len(mean)} {np.mean([v['dice'] for v in mean.values()]):.3f}"
-    secs = entry["train"]["seconds"] + entry["eval"]["seconds"] + (entry.get("suggest_seconds") or 0.0)
-    return (f"{tag}{prot['name']} {name} seed {record['seed']} round {entry['round']}/{n_rounds - 1} "
-            f"labelled {entry['labelled_fraction']:.2%} ({entry['labelled_size']}) Dice {dice} ({secs:.1f}s)")
+        dice = f"mean of {len(mean)} {np.mean([v.dice for v in mean.values()]):.3f}"
+    secs = (entry.train.seconds or 0.0) + (entry.eval.seconds or 0.0) + (entry.suggest_seconds or 0.0)
+    collapsed = f" COLLAPSED {','.join(entry.eval.collapsed)}" if entry.eval.collapsed else ""
+    return (f"{tag}{prot['name']} {method_tag(record.method)} seed {record.seed} round {entry.round}/{n_rounds - 1} "
+            f"labelled {entry.labelled_fraction:.2%} ({entry.labelled_size}) Dice {dice}{collapsed} ({secs:.1f}s)")
+
+
+def _model_digest(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class _Sink:
+    """The trainer's feature sink, forwarding each step's detached features to the method."""
+
+    def __init__(self, host: Any, features: str):
+        self.host, self.features = host, features
+
+    def __call__(self, feats: Any, per_loss: torch.Tensor, epoch: int) -> None:
+        self.host.aux_batch(feats, per_loss, epoch)
 
 
 class Replay:
-    """One job. ``run()`` executes (or resumes) it and returns the finished record."""
+    """One job. ``run()`` executes (or resumes) it and returns the finished record.
 
-    def __init__(self, protocol: Protocol, store: Any, method: Method, seed: int, *, record_path: Path,
-                 method_spec: str | None = None, device: str | torch.device = "cpu",
-                 progress: Progress | None = stderr_progress, backend: Backend | None = None,
-                 on_round_end: Callable[[int], None] | None = None):
+    ``method``: a :class:`MethodSpec` (or a registry name / ``file.py:Class``), constructed
+    afresh for the job where it runs; or, for debugging, a Method instance (in-process only).
+    ``mode``: "sealed" (a worker process per job, the default) or "in-process"."""
+
+    def __init__(self, protocol: Protocol, store: Any, method: MethodSpec | str | Method, seed: int, *,
+                 record_path: Path, device: str | torch.device = "cpu", progress: Progress | None = stderr_progress,
+                 backend: Backend | None = None, on_round_end: Callable[[int], None] | None = None,
+                 mode: str = "sealed", allow_code_change: bool = False, threads: int = 0):
+        if mode not in MODES:
+            raise AlbenchError(f"execution mode {mode!r}: use one of {', '.join(MODES)}")
+        self.instance: Method | None = None
+        if isinstance(method, Method):
+            if mode == "sealed":
+                raise AlbenchError("a Method instance can only run in process; give a MethodSpec (or a name) "
+                                   "for a sealed run")
+            self.instance = method
+            spec = MethodSpec(label=method.name or type(method).__name__, method=method.name or type(method).__name__,
+                              params={k: v for k, v in method.config().items()})
+        elif isinstance(method, str):
+            spec = MethodSpec.resolve(method)
+        else:
+            spec = method
         self.protocol = protocol
         self.store = store
-        self.method = method
-        self.method_spec = method_spec or method.name
+        self.spec = spec
         self.seed = int(seed)
         self.record_path = Path(record_path)
         self.ckpt_path = checkpoint_path(self.record_path)
@@ -137,6 +193,9 @@ class Replay:
         self.progress = progress
         self.backend = backend or Backend.default()
         self.on_round_end = on_round_end
+        self.mode = mode
+        self.allow_code_change = allow_code_change
+        self.threads = int(threads)
         self.pool = np.asarray(store.rows("train"), dtype=np.int64)
         if self.pool.size == 0:
             raise AlbenchError(f"dataset {store.name} ({store.path}) has no training slices; rebuild the store")
@@ -144,7 +203,7 @@ class Replay:
         self.cases = test_cases(store, protocol.evaluation.max_cases)
         if not self.cases:
             raise AlbenchError(f"dataset {store.name} ({store.path}) has no test cases to evaluate on")
-        self.manifold = None
+        self._sent = 0
 
     # -- building blocks -------------------------------------------------------------------
     def _new_model(self) -> torch.nn.Module:
@@ -166,84 +225,148 @@ class Replay:
 
     def _train_config(self) -> Any:
         t = self.protocol.training
-        return self.backend.train_config(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, augment=t.augment,
-                                         amp=_amp(self.protocol), min_steps=t.min_steps,
-                                         dice=t.dice)
+        kwargs: dict[str, Any] = dict(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, augment=t.augment,
+                                      amp=_amp(self.protocol), min_steps=t.min_steps, dice=t.dice)
+        lut = self._flip_lut()
+        if lut is not None or not self._flips_allowed():
+            from albench.training.augment import AugmentConfig
 
-    def _manifold(self) -> Any:
-        if self.manifold is None:
-            if self.backend.get_manifold is None:
-                raise AlbenchError("this albench has no manifold trainer (albench.training.get_manifold); "
-                                   f"method {self.method.name!r} needs one")
-            spec = self.protocol.manifold
-            cfg = self.backend.manifold_config(
-                z_dim=spec.z_dim, widths=spec.widths, epochs=spec.epochs, batch_size=spec.batch_size,
-                lr=spec.lr, seed=rngs.int_seed(self.seed, "manifold") if spec.per_seed else 0,
-                amp=_amp(self.protocol))
-            self.manifold = self.backend.get_manifold(self.store, cfg, self.device)
-        return self.manifold
+            kwargs["augment_config"] = AugmentConfig(label_swap=lut) if self._flips_allowed() else \
+                AugmentConfig(flip_w_prob=0.0)
+        return self.backend.train_config(**kwargs)
 
-    def _base_record(self) -> dict[str, Any]:
-        return {
-            "schema": RECORD_SCHEMA,
-            "job": self.protocol.job_name(self.store.fingerprint, self.method.name, self.seed),
-            "status": "running",
-            "protocol": self.protocol.to_dict(),
-            "quick": self.protocol.profile == "quick",
-            "dataset": dataset_info(self.store),
-            "method": method_info(self.method, self.method_spec),
-            "seed": self.seed,
-            "device_type": self.device.type,
-            "code_version": code_version(),
-            "torch_version": torch.__version__,
-            "metrics": {"module": "albench.metrics", "definitions": metric_definitions()},
-            "index_space": "store rows of the training split (map with the store's case / slice_index arrays)",
-            "pool_size": int(self.pool.size),
-            "schedule_slices": list(self.sizes),
-            "test_cases": list(self.cases),
-            "rounds": [],
-            "timings": {},
-        }
+    def _flip_lut(self) -> tuple[int, ...] | None:
+        try:
+            from albench.data import flip_lut
+        except ImportError:
+            return None
+        return flip_lut(self.store) if hasattr(self.store, "meta") else None
+
+    def _flips_allowed(self) -> bool:
+        try:
+            from albench.data import flips_allowed
+        except ImportError:
+            return True
+        return flips_allowed(self.store) if hasattr(self.store, "meta") else True
+
+    def _manifold_config(self) -> Any:
+        spec = self.protocol.manifold
+        if self.backend.manifold_config is None:
+            return None
+        return self.backend.manifold_config(
+            z_dim=spec.z_dim, widths=spec.widths, epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
+            seed=rngs.int_seed(self.seed, "manifold") if spec.per_seed else 0, amp=_amp(self.protocol))
+
+    def _limits(self) -> Limits:
+        lim = getattr(self.protocol, "limits", None)
+        if lim is None:
+            return Limits()
+        return Limits(suggest_seconds=float(lim.suggest_seconds), worker_memory_mb=int(lim.worker_memory_mb))
+
+    def _host(self, annotator: SimulatedAnnotator) -> Any:
+        ctx = JobContext(
+            spec=self.spec, job=self.record_path.stem, seed=self.seed, device=str(self.device),
+            num_classes=int(self.store.num_classes), channels=int(self.store.channels),
+            regions={k: list(v) for k, v in self.store.regions.items()}, amp=_amp(self.protocol),
+            aux_lr=float(self.protocol.training.lr), manifold_config=self._manifold_config(),
+            threads=self.threads or (torch.get_num_threads() if self.mode == "sealed" else 0),
+            limits=self._limits(),
+        )
+        if self.mode == "sealed":
+            from albench.engine.pool_images import ensure_pool_images
+
+            ctx.images_path = str(ensure_pool_images(self.store))
+            ctx.deny = label_paths(self.store)
+            return SealedHost(ctx, annotator.ground_truth)
+        return InProcessHost(ctx, annotator.ground_truth, StoreImages(self.store), manifold_store=self.store,
+                             method=self.instance)
+
+    def _method_info(self, info: Any) -> MethodInfo:
+        return MethodInfo(label=self.spec.label, name=info.name, spec=self.spec.method, class_=info.class_name,
+                          privileged=info.privileged, upper_bound=info.upper_bound, requires=list(info.requires),
+                          params=dict(self.spec.params), config=dict(info.config),
+                          settings_hash=self.spec.settings_hash, source_sha256=self.spec.source_sha256)
+
+    def _base_record(self, host: Any, info: Any, determinism: dict) -> RunRecord:
+        lim = self._limits()
+        return RunRecord(
+            job=job_id(self.protocol, self.store.fingerprint, self.spec, self.seed), status="running",
+            protocol=self.protocol.to_dict(), quick=self.protocol.profile == "quick",
+            dataset=dataset_info(self.store), method=self._method_info(info), seed=self.seed,
+            device_type=self.device.type, determinism=determinism,
+            execution=ExecutionInfo(mode=host.mode, start_method=host.start_method, fs_sealed=info.fs_sealed,
+                                    fs_seal=info.fs_seal, limits={"suggest_seconds": lim.suggest_seconds,
+                                                                  "worker_memory_mb": float(lim.worker_memory_mb)},
+                                    worker_start_seconds=info.start_seconds),
+            code_version=code_version(), torch_version=torch.__version__,
+            metrics={"module": "albench.metrics", "definitions": metric_definitions()},
+            index_space="store rows of the training split (map with the store's case / slice_index arrays)",
+            pool_size=int(self.pool.size), schedule_slices=list(self.sizes), test_cases=list(self.cases),
+        )
 
     # -- the state machine -----------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
+    def run(self) -> RunRecord:
         existing = read_record(self.record_path)
-        if existing is not None and existing.get("status") == "finished":
+        if existing is not None and existing.status == "finished":
             return existing
-        oracle = Oracle(self.pool, self.store.labels)
+        annotator = SimulatedAnnotator(self.pool, self.store.labels)
         ckpt = load_checkpoint(self.ckpt_path)
+        resumed_record = RunRecord.model_validate(ckpt["record"]) if ckpt is not None else None
+        if resumed_record is not None and resumed_record.code_version != code_version():
+            if not self.allow_code_change:
+                raise AlbenchError(
+                    f"job {resumed_record.job}: its finished rounds were computed by albench {resumed_record.code_version}, "
+                    f"this is albench {code_version()}; resuming would mix two code versions in one record. "
+                    f"Delete {self.ckpt_path} and {self.record_path} to start the job again, or resume anyway "
+                    "with --allow-code-change (the record then lists both versions)")
+        determinism = _apply_determinism(str(self.device))
+        host = self._host(annotator)
+        try:
+            info = host.start()
+            return self._run(annotator, ckpt, resumed_record, host, info, determinism)
+        finally:
+            host.close()
+
+    def _run(self, annotator: SimulatedAnnotator, ckpt: dict | None, resumed: RunRecord | None, host: Any,
+             info: Any, determinism: dict) -> RunRecord:
         model = self._new_model()
         optimizer = self.backend.make_optimizer(model, self._train_config())
-        if ckpt is not None:
-            record = ckpt["record"]
-            oracle.load_state_dict(ckpt["oracle"])
+        if ckpt is not None and resumed is not None:
+            record = resumed
+            annotator.load_state_dict(ckpt["oracle"])
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             start = int(ckpt["round"]) + 1
-            record["timings"].setdefault("resumed_from", []).append(int(ckpt["round"]))
+            record.timings.resumed_from.append(int(ckpt["round"]))
+            if record.code_version != code_version():
+                record.code_versions_resumed.append(record.code_version)
+                record.code_version = code_version()
         else:
-            record = self._base_record()
+            record = self._base_record(host, info, determinism)
             start = 0
             init_rng = rngs.numpy_rng(self.seed, "initial")
             initial = np.sort(init_rng.choice(self.pool, size=self.sizes[0], replace=False))
-            oracle.begin_round(0, self.sizes[0])
-            oracle.annotate(initial, who="initial random set")
-        record["status"] = "running"
-        x, y = self._load_labelled(oracle.labelled)
+            annotator.begin_round(0, self.sizes[0])
+            annotator.annotate(initial, who="initial random set")
+        record.status = "running"
+        x, y = self._load_labelled(annotator.labelled)
         t_job = time.perf_counter()
         n_rounds = len(self.sizes)
         for r in range(start, n_rounds):
-            entry, model, optimizer, (x, y) = self._round(r, record, oracle, model, optimizer, x, y)
-            record["rounds"].append(entry)
-            last = r == n_rounds - 1
-            if last:
-                record["status"] = "finished"
-                record["timings"]["job_seconds"] = record["timings"].get("job_seconds", 0.0) + time.perf_counter() - t_job
+            try:
+                entry, model, optimizer, (x, y) = self._round(r, record, annotator, host, model, optimizer, x, y)
+            except MethodError as exc:
+                self._write_failed(record, r, exc)
+                raise
+            record.rounds.append(entry)
+            if r == n_rounds - 1:
+                record.status = "finished"
+                record.timings.job_seconds += time.perf_counter() - t_job
                 write_record(self.record_path, record)
                 self.ckpt_path.unlink(missing_ok=True)
             else:
                 save_checkpoint(self.ckpt_path, {
-                    "round": r, "record": record, "oracle": oracle.state_dict(),
+                    "round": r, "record": record.dump(), "oracle": annotator.state_dict(),
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 })
                 write_record(self.record_path, record)
@@ -258,76 +381,82 @@ class Replay:
         y = torch.as_tensor(self.store.labels(rows)).to(self.device)
         return x, y
 
-    def _round(self, r: int, record: dict, oracle: Oracle, model: torch.nn.Module,
+    def _round_input(self, r: int, record: RunRecord, annotator: SimulatedAnnotator, y: torch.Tensor,
+                     budget: int = 0, segmenter: torch.nn.Module | None = None) -> RoundInput:
+        labelled = annotator.labelled
+        new = labelled[self._sent:]
+        new_labels = y[self._sent:].to("cpu", torch.uint8).numpy() if new.size else np.zeros((0,) + tuple(y.shape[1:]), np.uint8)
+        self._sent = labelled.size
+        history = [HistoryEntry.of(e).model_dump() for e in record.rounds]
+        return RoundInput(round=r, labelled=labelled, new_rows=new, new_labels=new_labels,
+                          pool=annotator.unlabelled(), pool_size=annotator.pool_size, history=history,
+                          budget=budget, segmenter=segmenter)
+
+    def _round(self, r: int, record: RunRecord, annotator: SimulatedAnnotator, host: Any, model: torch.nn.Module,
                optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor):
         prot = self.protocol
-        labelled = oracle.labelled
+        labelled = annotator.labelled
         if r > 0 and prot.training.reinit:
             model = self._new_model()
             optimizer = self.backend.make_optimizer(model, self._train_config())
-        pre_state = self._state(r, oracle, None, record)
-        aux = self.method.training_aux(pre_state)
+        aux = host.build_aux(self._round_input(r, record, annotator, y))
         torch.manual_seed(rngs.int_seed(self.seed, "torch", r))
+        kwargs: dict[str, Any] = {}
+        if aux is not None and aux.joint:
+            kwargs["aux"] = aux.module
+            record.training_track = "joint"
+        elif aux is not None:
+            kwargs["feature_sink"] = _Sink(host, aux.features)
         result = self.backend.train(
             model, optimizer, x, y, self._train_config(),
             order_rng=rngs.torch_generator(self.seed, "order", r),
             augment_rng=rngs.torch_generator(self.seed, "augment", r),
-            device=self.device, aux=aux,
+            device=self.device, **kwargs,
         )
+        aux_info = None
+        if aux is not None:
+            done = host.aux_end(r)
+            aux_info = AuxInfo(track="joint" if aux.joint else "fair", features=aux.features,
+                               loss_curve=list(done.get("loss_curve", [])), steps=int(done.get("steps", 0)))
         model.eval()
         ev = evaluate_segmenter(model, self.store, self.cases, device=self.device,
                                 batch_size=prot.evaluation.batch_size, amp=_amp(prot),
                                 workers=prot.evaluation.workers)
-        log = [q for q in oracle.query_log if q["round"] == r]
-        entry: dict[str, Any] = {
-            "round": r,
-            "schedule_fraction": prot.budget.schedule[r],
-            "labelled_size": int(labelled.size),
-            "labelled_fraction": labelled.size / self.pool.size,
-            "labelled": sorted(int(i) for i in labelled),
-            "added": [q["index"] for q in log],
-            "query_log": log,
-            "train": {
-                "loss_curve": [float(v) for v in result.loss_curve],
-                "steps": int(getattr(result, "steps", 0)),
-                "seconds": float(result.seconds),
-            },
-            "eval": ev.to_dict(),
-            "suggest_seconds": None,
-        }
+        evd = ev.to_dict()
+        collapsed = [reg for reg in evd["mean"]
+                     if all(case[reg]["pred_empty"] for case in evd["cases"].values())
+                     and not all(case[reg]["gt_empty"] for case in evd["cases"].values())]
+        log = [Query(**q) for q in annotator.query_log if q["round"] == r]
+        entry = RoundRecord(
+            round=r, schedule_fraction=prot.budget.schedule[r], labelled_size=int(labelled.size),
+            labelled_fraction=labelled.size / self.pool.size, labelled=sorted(int(i) for i in labelled),
+            added=[q.index for q in log], query_log=log,
+            train=TrainInfo(loss_curve=[float(v) for v in result.loss_curve], steps=int(getattr(result, "steps", 0)),
+                            seconds=float(result.seconds), aux=aux_info),
+            eval=EvalInfo(**evd, collapsed=collapsed),
+        )
         if r < len(self.sizes) - 1:
             budget = self.sizes[r + 1] - self.sizes[r]
-            state = self._state(r, oracle, model, record)
+            inp = self._round_input(r, record, annotator, y, budget=budget, segmenter=model)
+            before = _model_digest(model)
             t = time.perf_counter()
-            try:
-                answer = self.method.suggest(state, budget)
-                picks = check_answer(answer, state.pool, state.labelled, budget, method=self.method.name,
-                                     seed=self.seed, round_=r)
-            except BaseException as exc:
-                self._write_failed(record, entry, exc)
-                raise
-            entry["suggest_seconds"] = time.perf_counter() - t
-            oracle.begin_round(r + 1, budget)
-            new_labels = oracle.annotate(picks, who=f"method {self.method.name!r}")
+            answer, info, _ = host.suggest(inp)
+            entry.suggest_seconds = time.perf_counter() - t
+            entry.suggest_info = info
+            if _model_digest(model) != before:
+                raise MethodError(f"method {self.spec.label!r}, seed {self.seed}, round {r}: the engine's segmenter "
+                                  "changed during suggest; a method must work on its copy (state.segmenter)")
+            picks = check_answer(answer, inp.pool, inp.labelled, budget, method=self.spec.label, seed=self.seed,
+                                 round_=r)
+            annotator.begin_round(r + 1, budget)
+            new_labels = annotator.annotate(picks, who=f"method {self.spec.label!r}")
             x = torch.cat([x, torch.as_tensor(self.store.images(picks)).to(self.device)])
             y = torch.cat([y, torch.as_tensor(new_labels).to(self.device)])
         return entry, model, optimizer, (x, y)
 
-    def _write_failed(self, record: dict, entry: dict, exc: BaseException) -> None:
-        failed = dict(record, status="failed", error=f"{type(exc).__name__}: {exc}",
-                      rounds=record["rounds"] + [entry])
+    def _write_failed(self, record: RunRecord, round_: int, exc: BaseException) -> None:
+        failed = record.model_copy(deep=True)
+        failed.status = "failed"
+        failed.error = f"{type(exc).__name__}: {exc}"
+        failed.failed_round = round_
         write_record(self.record_path, failed)
-
-    def _state(self, r: int, oracle: Oracle, model: torch.nn.Module | None, record: dict) -> State:
-        history = [
-            {"round": e["round"], "added": e["added"], "labelled_fraction": e["labelled_fraction"],
-             "mean": e["eval"]["mean"]}
-            for e in record["rounds"]
-        ]
-        needs_manifold = "manifold" in self.method.requires
-        return State(
-            round_=r, seed=self.seed, rng=rngs.numpy_rng(self.seed, "method", r), device=self.device,
-            oracle=oracle, store=self.store, segmenter=model, history=history, method=self.method.name,
-            privileged=self.method.privileged, manifold_fn=self._manifold if needs_manifold else None,
-            amp=_amp(self.protocol), predict_fn=self.backend.predict_proba,
-        )

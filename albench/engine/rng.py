@@ -2,7 +2,7 @@
 
 Every source of randomness in a job has its own stream: ``split``, ``initial`` (the random
 start), ``weights`` (segmenter initialisation), ``order`` (mini-batch order), ``augment``,
-``torch`` (dropout and other torch-global draws) and ``method`` (the method's ``state.rng``).
+``torch`` (dropout and other torch-global draws), ``method`` (the method's ``state.rng`` in suggest) and ``aux`` (the training aux: its construction and its ``state.rng``).
 A stream is keyed by (seed, stream name, round), so round r of a resumed job draws exactly what
 an uninterrupted job draws, without storing generator states; and streams that do not depend on
 the method (initial, weights) give every method the same start."""
@@ -14,7 +14,7 @@ import hashlib
 import numpy as np
 import torch
 
-STREAMS = ("split", "initial", "weights", "order", "augment", "torch", "method", "manifold")
+STREAMS = ("split", "initial", "weights", "order", "augment", "torch", "method", "aux", "manifold")
 
 
 def _key(name: str) -> int:

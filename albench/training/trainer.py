@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Callable, NamedTuple, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -61,6 +61,27 @@ class TrainResult:
     seconds: float
     slices_per_second: float
     steps: int
+
+
+class PooledFeatures(NamedTuple):
+    """Detached, globally average-pooled U-Net features of one training batch: ``encoder`` (the 4
+    stages, each (N, widths[i])) and ``bottleneck`` (N, bottleneck width)."""
+
+    encoder: list[Tensor]
+    bottleneck: Tensor
+
+
+FeatureSink = Callable[[Any, Tensor, int], None]
+"""Called after every optimiser step with (features, per-slice loss (N,), epoch), all detached:
+features are :class:`PooledFeatures` or, where the sink's ``features`` attribute is "maps", the
+detached SegmenterOutput. A sink can never change the segmenter's training."""
+
+
+def _detached_features(out: Any, kind: str) -> Any:
+    if kind == "maps":
+        return type(out)(out.logits.detach(), [e.detach() for e in out.encoder], out.bottleneck.detach(),
+                         out.decoder_last.detach())
+    return PooledFeatures([e.detach().mean(dim=(2, 3)) for e in out.encoder], out.bottleneck.detach().mean(dim=(2, 3)))
 
 
 @runtime_checkable
@@ -150,13 +171,19 @@ def train_segmenter(
     augment_rng: torch.Generator,
     device: torch.device,
     aux: TrainingAux | None = None,
+    feature_sink: FeatureSink | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on images (N, C, H, W) float32 and labels (N, H, W) int64, both
     already on ``device``, with the multi-class soft Dice loss.
 
     ``order_rng`` drives the slice order and ``augment_rng`` the augmentation, so both are the
     same for every method given the seed. The model is left in eval mode. With ``aux`` the model
-    must provide ``forward_features`` (see TrainingAux)."""
+    must provide ``forward_features`` (see TrainingAux).
+
+    ``feature_sink`` (the fair track, the default for methods): after each step it receives the
+    batch's detached features and per-slice losses; the segmenter trains bit-identically with or
+    without it. ``aux`` (the joint track, a recorded option): its loss is added to the
+    segmenter's loss before backward, so it shapes the evaluated model."""
     device = torch.device(device)
     num_classes = _check_inputs(model, images, labels, device)
     dtype = amp_dtype(cfg.amp, device)
@@ -165,6 +192,9 @@ def train_segmenter(
     if aux is not None:
         if not hasattr(model, "forward_features"):
             raise AlbenchError("train_segmenter: an aux hook needs a model with forward_features (UNet)")
+    if feature_sink is not None and not hasattr(model, "forward_features"):
+        raise AlbenchError("train_segmenter: a feature sink needs a model with forward_features (UNet)")
+    if aux is not None:
         if isinstance(aux, nn.Module):
             aux.to(device)
         aux_opt = getattr(aux, "optimizer", None)
@@ -193,14 +223,12 @@ def train_segmenter(
             if aux_opt is not None:
                 aux_opt.zero_grad(set_to_none=True)
             with autocast(dtype, device):
-                if aux is None:
-                    loss = soft_dice_loss(model(x), y, num_classes, reduction=reduction)
-                else:
-                    out = model.forward_features(x)
-                    per = soft_dice_loss(out.logits, y, num_classes, reduction="none")
-                    seg = per.mean() if cfg.dice == "image" else soft_dice_loss(
-                        out.logits, y, num_classes, reduction="batch")
-                    loss = seg + aux.loss(out, per, epoch).float()
+                out = model.forward_features(x) if (aux is not None or feature_sink is not None) else None
+                logits = out.logits if out is not None else model(x)
+                loss = soft_dice_loss(logits, y, num_classes, reduction=reduction)
+                if aux is not None:
+                    per = soft_dice_loss(logits, y, num_classes, reduction="none")
+                    loss = loss + aux.loss(out, per, epoch).float()
             if scaler is not None:
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -212,6 +240,10 @@ def train_segmenter(
                 optimizer.step()
                 if aux_opt is not None:
                     aux_opt.step()
+            if feature_sink is not None:
+                with torch.no_grad():
+                    per_d = soft_dice_loss(out.logits.detach().float(), y, num_classes, reduction="none")
+                    feature_sink(_detached_features(out, getattr(feature_sink, "features", "pooled")), per_d, epoch)
             total += loss.detach() * idx.numel()
             steps += 1
             epoch_seen += idx.numel()
