@@ -251,3 +251,81 @@ def test_brain_fraction_filter_drops_near_empty_slices(tmp_path, data_cache):
             np.testing.assert_array_equal(st.slice_index[st.case_rows(case)], np.arange(2, 11))
         for case in st.cases("test"):
             assert len(st.case_rows(case)) == SMALL_SHAPE[2]
+
+
+def _varied_zoom_source(root, n=8):
+    """brats19 layout, ``n`` cases of SMALL_SHAPE, case k with voxel size (1 + k/10, 1.2, 2 - k/10) mm."""
+    from conftest import BRATS_MODALITIES, brain_volume, save_nifti, tumour_labels
+
+    rng = np.random.default_rng(8)
+    zooms = {}
+    for k in range(n):
+        case = f"BraTS19_ZM_{k}_1"
+        z = (1.0 + k / 10, 1.2, 2.0 - k / 10)
+        zooms[case] = z
+        d = root / "HGG" / case
+        for m in BRATS_MODALITIES:
+            save_nifti(d / f"{case}_{m}.nii.gz", brain_volume(SMALL_SHAPE, rng), zooms=z)
+        save_nifti(d / f"{case}_seg.nii.gz", tumour_labels(SMALL_SHAPE), zooms=z)
+    return zooms
+
+
+def test_each_case_has_its_own_spacing_and_penalty(tmp_path, data_cache):
+    zooms = _varied_zoom_source(tmp_path / "MICCAI_BraTS_2019_Data_Training")
+    with ensure_store("brats19", source=tmp_path / "MICCAI_BraTS_2019_Data_Training", size=32) as st:
+        assert len(st.cases("test")) == 2
+        for case, (zx, zy, zz) in zooms.items():
+            # axial slices of an (X, Y, Z) RAS volume: (slice, H, W) = (z, y, x); 240 -> 32 in-plane
+            assert st.case_spacing(case) == pytest.approx((zz, zy * 240 / 32, zx * 240 / 32), rel=1e-12)
+            x, y, z = (n * s for n, s in zip(SMALL_SHAPE, (zx, zy, zz)))
+            assert st.case_penalty(case) == pytest.approx(np.sqrt(x * x + y * y + z * z), rel=1e-12)
+            assert st.meta["cases"][case]["penalty_mm"] == st.case_penalty(case)
+        first = st.case[0]
+        assert st.spacing == st.case_spacing(first) and st.diagonal_mm == st.case_penalty(first)
+        a, b = st.cases("test")
+        assert st.case_spacing(a) != st.case_spacing(b)
+        with pytest.raises(DataError, match="no case 'nope'"):
+            st.case_spacing("nope")
+        st.verify()
+        # the per-case values survive pickling (worker processes)
+        clone = pickle.loads(pickle.dumps(st))
+        assert clone.case_penalty(b) == st.case_penalty(b)
+        clone.close()
+
+
+def test_evaluation_scores_each_case_with_its_own_penalty(tmp_path, data_cache):
+    """A segmenter that predicts background everywhere: every region's HD is the penalty, and on
+    a real store that is each test case's own source diagonal."""
+    import torch
+
+    from albench.engine.evaluate import evaluate_segmenter
+
+    _varied_zoom_source(tmp_path / "MICCAI_BraTS_2019_Data_Training")
+    with ensure_store("brats19", source=tmp_path / "MICCAI_BraTS_2019_Data_Training", size=32) as st:
+        model = torch.nn.Conv2d(4, 4, 1)
+        with torch.no_grad():
+            model.weight.zero_()
+            model.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0]))
+        res = evaluate_segmenter(model.eval(), st, st.cases("test"), workers=1)
+        for case in st.cases("test"):
+            for region in ("WT", "TC", "ET"):
+                m = res.cases[case][region]
+                assert m["pred_empty"] and not m["gt_empty"]
+                assert m["hd"] == m["hd95"] == st.case_penalty(case)
+            assert res.geometry[case] == {"spacing_mm": list(st.case_spacing(case)), "penalty_mm": st.case_penalty(case)}
+        a, b = st.cases("test")
+        assert res.cases[a]["WT"]["hd"] != res.cases[b]["WT"]["hd"]
+
+
+def test_store_of_the_previous_format_asks_for_a_rebuild(brats19_source, data_cache):
+    path = build_store("brats19", source=brats19_source, size=32, quiet=True).path
+    with h5py.File(path, "r+") as f:
+        f.attrs["format"] = "albench-slice-store/1"
+    with pytest.raises(DataError, match=r"older albench.*per-case voxel spacing.*albench data build brats19 --force"):
+        open_store(path)
+    with pytest.raises(DataError, match="no slice store of brats19 at size 32"):
+        open_store("brats19", size=32)
+    # building again replaces it
+    report = build_store("brats19", source=brats19_source, size=32, quiet=True)
+    assert report.built and report.path == path
+    open_store(path).close()

@@ -15,7 +15,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -71,6 +71,17 @@ def config_of(card: DatasetCard, size: int, label_map: str | None) -> dict[str, 
         "slice_filter": card.slice_filter,
         "split": card.split,
     }
+
+
+def case_geometry(shape: Sequence[int], zooms: Sequence[float], axis: int, grid: int,
+                  size: int) -> tuple[list[float], float]:
+    """(spacing, penalty) of one case: mm of (slice axis, H, W) of its slices after pad/crop to
+    ``grid`` and resizing to ``size`` (H, W = the other two source axes in reverse order), and
+    the diagonal in mm of its source volume (``shape`` voxels of ``zooms`` mm)."""
+    a, b = (i for i in range(3) if i != axis)
+    spacing = [float(zooms[axis]), float(zooms[b] * grid / size), float(zooms[a] * grid / size)]
+    penalty = float(math.sqrt(sum((n * z) ** 2 for n, z in zip(shape, zooms))))
+    return spacing, penalty
 
 
 def _synth_source(card: DatasetCard, quiet: bool) -> tuple[Path, str, dict[str, Any]]:
@@ -235,11 +246,13 @@ def build_store(name: str, *, source: Path | None = None, size: int | None = Non
             if not any(assign[c.case] == "train" for c in kept) or not any(assign[c.case] == "test" for c in kept):
                 raise DataError(f"{card.name}: after leaving out bad cases no {'train' if not any(assign[c.case] == 'train' for c in kept) else 'test'} "
                                 f"case is left in {src}; fix the source")
-            first = info[kept[0].case]
-            ax = first["axis"]
-            zooms = first["spacing_mm"]
-            a, b = (i for i in range(3) if i != ax)
-            inplane = [zooms[b] * grid / s, zooms[a] * grid / s]
+            case_spacing, case_penalty = {}, {}
+            for c in kept:
+                entry = info[c.case]
+                case_spacing[c.case], case_penalty[c.case] = case_geometry(entry["shape"], entry["spacing_mm"],
+                                                                           entry["axis"], grid, s)
+                entry["store_spacing_mm"], entry["penalty_mm"] = case_spacing[c.case], case_penalty[c.case]
+            first = kept[0].case
             meta = {
                 "dataset": card.name,
                 "title": card.title,
@@ -261,8 +274,8 @@ def build_store(name: str, *, source: Path | None = None, size: int | None = Non
                     "slice_orientation": "for slicing axis k of the source array, (H, W) = the other two axes in reverse order",
                 },
                 "slice_filter": dict(card.slice_filter),
-                "spacing": [float(zooms[ax])] + [float(v) for v in inplane],
-                "diagonal_mm": float(math.sqrt(sum((n * z) ** 2 for n, z in zip(first["shape"], zooms)))),
+                "spacing": case_spacing[first],          # the first case's; per case: SliceStore.case_spacing
+                "diagonal_mm": case_penalty[first],     # the first case's; per case: SliceStore.case_penalty
                 "channel_names": list(card.channel_names),
                 "label_map": {"name": lm.name, "description": lm.description,
                               "class_values": [list(v) for v in lm.class_values], "unlisted": lm.unlisted},
@@ -280,7 +293,8 @@ def build_store(name: str, *, source: Path | None = None, size: int | None = Non
             }
             fingerprint = store_fingerprint(config_hash, source_id, skipped)
             stage.final = store_dir(cache_dir()) / store_filename(card.name, s, fingerprint)
-            writer.finish(fingerprint=fingerprint, config_hash=config_hash, meta=meta)
+            writer.finish(fingerprint=fingerprint, config_hash=config_hash, meta=meta,
+                          case_spacing=case_spacing, case_penalty=case_penalty)
         except BaseException:
             writer.abort()
             raise

@@ -3,6 +3,9 @@
 Layout: ``/images`` (N, C, H, W) float32, ``/labels`` (N, H, W) uint8, both chunked one slice
 per chunk and Blosc/LZ4-compressed (the ``hdf5plugin`` filter: other readers ``import hdf5plugin``
 before h5py opens the file); ``/case`` (N,) str, ``/slice`` (N,) int32, ``/split`` (N,) str.
+Per case (format 2): ``/case_ids`` (K,) str, ``/case_spacing`` (K, 3) float64 (mm of the slice
+axis, H, W of that case's stacked slices) and ``/case_penalty`` (K,) float64 (the diagonal of that
+case's source volume in mm, the distance scored for an empty mask).
 Root attributes: ``format``, ``fingerprint``, ``config_hash``, ``content_hash``, ``meta`` (JSON)
 and ``complete`` (written last, so a store cut short never opens)."""
 
@@ -10,9 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import h5py
 import hdf5plugin
@@ -20,7 +24,9 @@ import numpy as np
 
 from albench.errors import DataError
 
-FORMAT = "albench-slice-store/1"
+FORMAT = "albench-slice-store/2"
+# formats this albench recognises but no longer reads, and what they lack
+OLD_FORMATS = {"albench-slice-store/1": "per-case voxel spacing and HD penalty"}
 IMAGE_DTYPE = np.float32
 COMPRESSION_NAME = "blosc-lz4 (clevel 5, no shuffle)"
 
@@ -51,9 +57,12 @@ class ContentHasher:
         self._img.update(np.ascontiguousarray(images).data)
         self._lab.update(np.ascontiguousarray(labels).data)
 
-    def hexdigest(self, case: Sequence[str], slice_index: np.ndarray, split: Sequence[str]) -> str:
+    def hexdigest(self, case: Sequence[str], slice_index: np.ndarray, split: Sequence[str],
+                  geometry: Sequence[tuple[str, Sequence[float], float]] = ()) -> str:
+        """``geometry``: (case id, spacing (3,), penalty) per case, in ``/case_ids`` order."""
+        geo = [[str(c), [float(v) for v in sp], float(pen)] for c, sp, pen in geometry]
         idx = hashlib.sha256(json.dumps([list(map(str, case)), [int(s) for s in slice_index],
-                                         list(map(str, split))]).encode()).digest()
+                                         list(map(str, split))] + ([geo] if geo else [])).encode()).digest()
         return hashlib.sha256(self._img.digest() + self._lab.digest() + idx).hexdigest()
 
 
@@ -102,13 +111,21 @@ class StoreWriter:
         self.split += [split] * total
         self.slice_index += [int(s) for s in np.asarray(slice_index)[rows]]
 
-    def finish(self, *, fingerprint: str, config_hash: str, meta: dict) -> str:
-        """Write index arrays and attributes, mark complete, close; returns the content hash."""
+    def finish(self, *, fingerprint: str, config_hash: str, meta: dict,
+               case_spacing: Mapping[str, Sequence[float]], case_penalty: Mapping[str, float]) -> str:
+        """Write index arrays, per-case geometry and attributes, mark complete, close; returns the
+        content hash. ``case_spacing``: mm of (slice axis, H, W) per case; ``case_penalty``: the
+        diagonal (mm) of each case's source volume; both must cover every case appended."""
         f = self._f
+        ids = list(dict.fromkeys(self.case))
+        geometry = _check_geometry(ids, case_spacing, case_penalty)
         f.create_dataset("case", data=np.array(self.case, dtype=object), dtype=_STR)
         f.create_dataset("split", data=np.array(self.split, dtype=object), dtype=_STR)
         f.create_dataset("slice", data=np.array(self.slice_index, dtype=np.int32))
-        content = self._hasher.hexdigest(self.case, np.array(self.slice_index), self.split)
+        f.create_dataset("case_ids", data=np.array(ids, dtype=object), dtype=_STR)
+        f.create_dataset("case_spacing", data=np.array([g[1] for g in geometry], dtype=np.float64).reshape(-1, 3))
+        f.create_dataset("case_penalty", data=np.array([g[2] for g in geometry], dtype=np.float64))
+        content = self._hasher.hexdigest(self.case, np.array(self.slice_index), self.split, geometry)
         f.attrs["format"] = FORMAT
         f.attrs["fingerprint"] = fingerprint
         f.attrs["config_hash"] = config_hash
@@ -124,6 +141,22 @@ class StoreWriter:
             self._f.close()
         except Exception:
             pass
+
+
+def _check_geometry(ids: Sequence[str], case_spacing: Mapping[str, Sequence[float]],
+                    case_penalty: Mapping[str, float]) -> list[tuple[str, tuple[float, float, float], float]]:
+    """(case, spacing, penalty) for each of ``ids``; ValueError if one is missing or not finite
+    and positive."""
+    out = []
+    for c in ids:
+        if c not in case_spacing or c not in case_penalty:
+            raise ValueError(f"no spacing / penalty given for case {c!r}")
+        sp = tuple(float(v) for v in case_spacing[c])
+        pen = float(case_penalty[c])
+        if len(sp) != 3 or not all(math.isfinite(v) and v > 0 for v in sp + (pen,)):
+            raise ValueError(f"case {c!r}: spacing {sp} and penalty {pen} must be 3 + 1 finite positive mm values")
+        out.append((str(c), sp, pen))
+    return out
 
 
 def _runs(sorted_rows: np.ndarray) -> Iterable[tuple[int, int, int]]:
@@ -153,8 +186,17 @@ class SliceStore:
             self.close()
             raise DataError(f"slice store {self.path} is incomplete (its build was interrupted); {build}")
         if attrs.get("format") != FORMAT:
+            fmt = attrs.get("format")
+            try:
+                name = json.loads(attrs["meta"])["dataset"]
+            except Exception:
+                name = "<dataset>"
             self.close()
-            raise DataError(f"slice store {self.path} has format {attrs.get('format')!r}, this albench reads "
+            if fmt in OLD_FORMATS:
+                raise DataError(f"slice store {self.path} was written by an older albench (format {fmt!r}, "
+                                f"without {OLD_FORMATS[fmt]}); this albench reads {FORMAT!r}: rebuild it with "
+                                f"`albench data build {name} --force` (add --source for real data)")
+            raise DataError(f"slice store {self.path} has format {fmt!r}, this albench reads "
                             f"{FORMAT!r}; {build}")
         self.fingerprint: str = str(attrs["fingerprint"])
         self.config_hash: str = str(attrs["config_hash"])
@@ -184,6 +226,14 @@ class SliceStore:
         self.spacing: tuple[float, float, float] = tuple(float(s) for s in self.meta["spacing"])  # type: ignore[assignment]
         self.diagonal_mm = float(self.meta["diagonal_mm"])
         self._case_rows: dict[str, np.ndarray] | None = None
+        ids = f["case_ids"].asstr()[()].astype(str).tolist()
+        spacing, penalty = f["case_spacing"][()], f["case_penalty"][()]
+        if spacing.shape != (len(ids), 3) or penalty.shape != (len(ids),) or set(ids) != set(self.case.tolist()):
+            self.close()
+            raise DataError(f"slice store {self.path}: its per-case spacing / penalty do not cover its cases; "
+                            f"it is damaged; {build}")
+        self._geometry: dict[str, tuple[tuple[float, float, float], float]] = {
+            c: (tuple(float(v) for v in sp), float(p)) for c, sp, p in zip(ids, spacing, penalty)}
 
     def _file(self) -> h5py.File:
         if self._f is None or self._pid != os.getpid():
@@ -242,6 +292,22 @@ class SliceStore:
             raise DataError(f"slice store {self.path} has no case {case!r}")
         return self._case_rows[case]
 
+    def _case_geometry(self, case: str) -> tuple[tuple[float, float, float], float]:
+        try:
+            return self._geometry[str(case)]
+        except KeyError:
+            raise DataError(f"slice store {self.path} has no case {case!r}") from None
+
+    def case_spacing(self, case: str) -> tuple[float, float, float]:
+        """Voxel spacing in mm of ``case``'s stacked slices, in the store's axis order (slice axis,
+        H, W), after resizing; ``spacing`` is that of the store's first case."""
+        return self._case_geometry(case)[0]
+
+    def case_penalty(self, case: str) -> float:
+        """The diagonal in mm of ``case``'s source volume: the HD penalty for an empty mask
+        (``diagonal_mm`` is that of the store's first case)."""
+        return self._case_geometry(case)[1]
+
     def _check_rows(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
         arr = np.asarray(rows)
         if arr.dtype == bool or (arr.size and arr.dtype.kind not in "iu"):
@@ -299,7 +365,8 @@ class SliceStore:
         for a in steps:
             b = min(a + _HASH_BLOCK, self.n)
             hasher.update(f["images"][a:b], f["labels"][a:b])
-        return hasher.hexdigest(self.case, self.slice_index, self.split)
+        geometry = [(c, sp, p) for c, (sp, p) in self._geometry.items()]
+        return hasher.hexdigest(self.case, self.slice_index, self.split, geometry)
 
     def verify(self, progress: bool = False) -> None:
         """DataError if the stored data no longer match the recorded content hash."""

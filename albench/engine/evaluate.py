@@ -3,8 +3,8 @@
 Every slice of each test case is predicted (the store keeps all test slices, so nothing is
 filtered out), the argmax maps are stacked by slice index into a volume (S, H, W), and
 ``albench.metrics.region_metrics`` scores each region (BraTS: WT, TC, ET; MALC: each structure)
-with the store's voxel spacing (mm) and the source volume's diagonal (mm) as the empty-mask
-penalty. Prediction runs in large batches across case boundaries; the metrics of finished cases
+with that case's own voxel spacing (mm, ``store.case_spacing(case)``) and the diagonal of that
+case's source volume (mm, ``store.case_penalty(case)``) as the empty-mask penalty. Prediction runs in large batches across case boundaries; the metrics of finished cases
 run in a thread pool while later cases are still being predicted."""
 
 from __future__ import annotations
@@ -53,13 +53,15 @@ def metric_definitions() -> str:
 @dataclass
 class EvalResult:
     """Per-case metrics ``{case: {region: {dice, hd, hd95, hd95_pooled, gt_empty, pred_empty}}}``
-    (distances in mm), the per-region means over cases, and timings in seconds."""
+    (distances in mm), the per-region means over cases, timings in seconds, and the geometry each
+    case was scored with ``{case: {"spacing_mm": [slice axis, H, W], "penalty_mm": x}}``."""
 
     cases: dict[str, dict[str, dict[str, Any]]]
     predict_seconds: float
     metric_seconds: float
     seconds: float
     mean: dict[str, dict[str, float]] = field(default_factory=dict)
+    geometry: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.mean:
@@ -72,6 +74,7 @@ class EvalResult:
             "seconds": self.seconds,
             "predict_seconds": self.predict_seconds,
             "metric_seconds": self.metric_seconds,
+            "geometry": self.geometry,
         }
 
 
@@ -92,6 +95,17 @@ def test_cases(store: Any, max_cases: int = 0) -> list[str]:
     return cases[:max_cases] if max_cases > 0 else cases
 
 
+def case_geometry(store: Any, case: str) -> tuple[tuple[float, float, float], float]:
+    """(spacing mm (slice axis, H, W), penalty mm) to score ``case`` with: the store's per-case
+    values (``case_spacing`` / ``case_penalty``); a store without them (a duck-typed stand-in)
+    falls back to its single ``spacing`` / ``diagonal_mm``."""
+    if hasattr(store, "case_spacing") and hasattr(store, "case_penalty"):
+        spacing, penalty = store.case_spacing(case), store.case_penalty(case)
+    else:
+        spacing, penalty = store.spacing, store.diagonal_mm
+    return tuple(float(v) for v in spacing), float(penalty)  # type: ignore[return-value]
+
+
 def evaluate_segmenter(model: torch.nn.Module, store: Any, cases: Sequence[str], *,
                        device: torch.device | str = "cpu", batch_size: int = 64, amp: bool | str = "auto",
                        workers: int = 0,
@@ -108,13 +122,13 @@ def evaluate_segmenter(model: torch.nn.Module, store: Any, cases: Sequence[str],
     all_rows = np.concatenate([r for _, r in case_rows]) if case_rows else np.zeros(0, np.int64)
     n_workers = workers if workers > 0 else (os.cpu_count() or 1)
     regions = {k: list(v) for k, v in store.regions.items()}
-    spacing = tuple(float(s) for s in store.spacing)
-    penalty = float(store.diagonal_mm)
+    geometry = {c: case_geometry(store, c) for c, _ in case_rows}
     metric_time = [0.0]
 
     def score(case: str, rows: np.ndarray, pred: np.ndarray) -> dict[str, dict[str, Any]]:
         t = time.perf_counter()
         gt = store.labels(rows)
+        spacing, penalty = geometry[case]
         res = metrics_fn(pred, gt, regions, spacing=spacing, penalty=penalty)
         out = {name: _as_dict(m) for name, m in res.items()}
         metric_time[0] += time.perf_counter() - t
@@ -154,7 +168,8 @@ def evaluate_segmenter(model: torch.nn.Module, store: Any, cases: Sequence[str],
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
     ordered = {c: results[c] for c, _ in case_rows}
-    return EvalResult(ordered, predict_seconds, metric_time[0], time.perf_counter() - start)
+    used = {c: {"spacing_mm": list(geometry[c][0]), "penalty_mm": geometry[c][1]} for c, _ in case_rows}
+    return EvalResult(ordered, predict_seconds, metric_time[0], time.perf_counter() - start, geometry=used)
 
 
 def _as_dict(m: Any) -> dict[str, Any]:
