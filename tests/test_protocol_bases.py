@@ -1,0 +1,160 @@
+"""The shipped protocols are written as differences from shared bases (``extends``). These tests
+pin what they resolve to (the fingerprints recorded before the bases existed), keep each full-data
+reference in step with the protocols that report it, and keep the bases out of sight."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from albench.cli import main
+from albench.engine.protocol import is_base, list_protocols, load_protocol, protocol_path
+from albench.errors import ProtocolError
+from albench.resources import resource_dir
+
+# Fingerprints of every shipped protocol x profile, computed with the hand-written loader and the
+# self-contained protocol files, before they were rewritten over _base*.toml. A change here means
+# the settings of a shipped protocol changed: bump its version and say why in the commit.
+FINGERPRINTS = {
+    ("brats-3pct", None): "c239151a7714c639",
+    ("brats-3pct", "quick"): "5642476ac02147d0",
+    ("brats-7pct", None): "03a5db31630b299c",
+    ("brats-7pct", "quick"): "a24d045f48332e0b",
+    ("brats-curve", None): "83d7d8435780e401",
+    ("brats-curve", "quick"): "061e6c06052ec624",
+    ("brats-full", None): "f182eeffa9f0b77b",
+    ("brats-full", "quick"): "ea1592686153c2cb",
+    ("malc-24pct", None): "c131d67f91bba91a",
+    ("malc-24pct", "quick"): "4a6de72b45736fce",
+    ("malc-42pct", None): "e6044b12ed7ad78c",
+    ("malc-42pct", "quick"): "f79538038ea8626d",
+    ("malc-curve", None): "889253495322d264",
+    ("malc-curve", "quick"): "fe3e25292025d665",
+    ("malc-full", None): "9a7171993eb0d907",
+    ("malc-full", "quick"): "4e954dd87c4ef43e",
+}
+# the unfingerprinted part, recorded at the same time: (methods, seeds, reference)
+AL_RUN = (("random", "oracle"), tuple(range(10)), None)
+RUN = {
+    **{(n, None): (AL_RUN[0], AL_RUN[1], f"{n.split('-')[0]}-full")
+       for n in ("brats-3pct", "brats-7pct", "brats-curve", "malc-24pct", "malc-42pct", "malc-curve")},
+    **{(n, "quick"): (AL_RUN[0], (0, 1, 2), f"{n.split('-')[0]}-full")
+       for n in ("brats-3pct", "brats-7pct", "brats-curve", "malc-24pct", "malc-42pct", "malc-curve")},
+    ("brats-full", None): (("full",), tuple(range(10)), None),
+    ("brats-full", "quick"): (("full",), (0,), None),
+    ("malc-full", None): (("full",), tuple(range(10)), None),
+    ("malc-full", "quick"): (("full",), (0,), None),
+}
+
+# Where a full-data reference may differ from a protocol that reports it, in result_dict() (the
+# fingerprinted settings), by profile. Everything else (data, segmenter, training, manifold,
+# evaluation) must be the same, or the "full" row of a table would come from another regime.
+#   name, budget.schedule, budget.report: the reference trains once on the whole pool ([1.0]).
+#   quick: training.epochs 2 and training.min_steps 0 instead of 4 and 40 -- the reference is the
+#   costliest job of a quick run (one step per 16 slices of the whole pool), documented in
+#   docs/protocols.md. (Its single seed, run.seeds = [0], is not a result field.)
+ALLOWED_DRIFT = {
+    None: {"name", "budget.schedule", "budget.report"},
+    "quick": {"name", "budget.schedule", "budget.report", "training.epochs", "training.min_steps"},
+}
+
+
+def flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else k
+        out.update(flat(v, key) if isinstance(v, dict) else {key: v})
+    return out
+
+
+def drift(prot, ref):
+    """result_dict fields where ``ref`` differs from ``prot``."""
+    a, b = flat(prot.result_dict()), flat(ref.result_dict())
+    return {k for k in a.keys() | b.keys() if a.get(k, KeyError) != b.get(k, KeyError)}
+
+
+def all_profiles():
+    return [(n, p) for n in list_protocols() for p in (None, *load_protocol(n).profiles)]
+
+
+def test_shipped_protocols_resolve_to_the_recorded_settings():
+    assert set(all_profiles()) == set(FINGERPRINTS), "a shipped protocol or profile was added or removed"
+    for (name, profile), fp in FINGERPRINTS.items():
+        p = load_protocol(name, profile)
+        assert p.fingerprint == fp, (name, profile, json.dumps(p.result_dict(), sort_keys=True))
+        assert (p.methods, p.seeds, p.reference) == RUN[(name, profile)], (name, profile)
+        assert p.profile == profile and p.name == name
+
+
+def test_every_reference_shares_the_settings_of_its_protocols():
+    checked = 0
+    for name in list_protocols():
+        prot = load_protocol(name)
+        if not prot.reference:
+            continue
+        ref = load_protocol(prot.reference)
+        assert ref.bases == prot.bases, f"{name} and {prot.reference} should extend the same base"
+        for profile in (None, *sorted(set(prot.profiles) & set(ref.profiles))):
+            diff = drift(prot.with_profile(profile), ref.with_profile(profile))
+            assert diff <= ALLOWED_DRIFT[profile], (name, prot.reference, profile, sorted(diff - ALLOWED_DRIFT[profile]))
+            checked += 1
+    assert checked == 12  # 6 AL protocols x (paper, quick)
+
+
+def test_drift_check_catches_a_protocol_that_leaves_its_reference_behind(tmp_path):
+    folder = tmp_path / "protocols"
+    shutil.copytree(resource_dir("protocols"), folder)
+    with open(folder / "brats-7pct.toml", "a") as f:
+        f.write("\n[segmenter]\nwidths = [16, 32, 64, 128]\n")
+    prot = load_protocol(folder / "brats-7pct.toml")
+    ref = load_protocol(folder / "brats-full.toml")
+    assert prot.bases == ("_base-brats", "_base")
+    assert drift(prot, ref) - ALLOWED_DRIFT[None] == {"segmenter.widths"}
+    assert drift(prot.with_profile("quick"), ref.with_profile("quick")) <= ALLOWED_DRIFT["quick"]  # quick sets widths
+
+
+def test_shipped_protocols_state_only_what_differs_from_their_base():
+    import tomllib
+
+    for name in list_protocols():
+        raw = tomllib.loads(protocol_path(name).read_text(encoding="utf-8"))
+        task = load_protocol(name).task
+        assert raw["extends"] == f"_base-{task}", name
+        assert set(raw) <= {"extends", "name", "version", "description", "reference", "budget", "run", "profiles"}, name
+        for profile in raw.get("profiles", {}).values():
+            assert set(profile) <= {"budget", "run", "training"}, name
+
+
+def test_bases_are_not_listed_or_run(capsys):
+    folder = resource_dir("protocols")
+    bases = sorted(p.stem for p in folder.glob("_*.toml"))
+    assert bases == ["_base", "_base-brats", "_base-malc"]
+    assert not set(bases) & set(list_protocols())
+    assert all(is_base(b) for b in bases) and not is_base("brats-7pct")
+    with pytest.raises(ProtocolError, match="'_base-brats' is a base"):
+        load_protocol("_base-brats")
+    with pytest.raises(ProtocolError, match="is a base"):
+        load_protocol(folder / "_base-malc.toml")
+    assert main(["run", "--protocol", "_base-brats", "--quick"]) == 2
+    assert "is a base" in capsys.readouterr().err
+
+
+def test_every_profile_of_every_base_is_valid_in_the_protocols_using_it():
+    # a base's profiles reach the protocols through extends; each protocol validates all of its
+    # profiles when it is loaded, so loading is enough
+    for name in list_protocols():
+        p = load_protocol(name)
+        assert "quick" in p.profiles
+        q = p.with_profile("quick")
+        assert (q.data.size, q.segmenter.widths, q.manifold.widths) == (64, (8, 16, 32, 64), (8, 16, 32, 64))
+
+
+def test_installed_layout_resolves_extends_from_the_protocol_folder(tmp_path):
+    # what an installed albench sees: the shipped files in some other folder (albench/_protocols)
+    folder = tmp_path / "_protocols"
+    shutil.copytree(resource_dir("protocols"), folder)
+    (folder / "_base.toml").write_text((folder / "_base.toml").read_text().replace("bottleneck = 512", "bottleneck = 256"))
+    p = load_protocol(folder / "malc-24pct.toml")
+    assert p.segmenter.bottleneck == 256  # the base of its own folder, not the shipped one
+    assert Path(p.source).parent == folder
