@@ -40,7 +40,7 @@ def run(cfg, seed=0, n=12, aux=None):
 
 
 def test_loss_decreases_on_learnable_problem():
-    _, res = run(TrainConfig(epochs=10, batch_size=4, lr=1e-2, augment=False))
+    _, res = run(TrainConfig(epochs=10, batch_size=4, lr=1e-2, augment=False, dice="image"))
     assert len(res.loss_curve) == 10 and res.steps == 30
     assert res.loss_curve[-1] < 0.75 * res.loss_curve[0]
     assert res.slices_per_second > 0 and res.seconds > 0

@@ -26,8 +26,9 @@ class TrainConfig:
         and for an aux module's own Adam when it brings none.
     augment: on-the-fly augmentation (flips, intensity, elastic) with ``augment_config``.
     amp: mixed precision: True, False or "auto" (= on for CUDA, off for CPU).
-    dice: "image" (paper Eq. 2: Dice per slice, averaged over the batch; default) or "batch" (Dice
-        pooled over the batch, faster on sparse labels; see soft_dice_loss).
+    dice: "batch" (Dice pooled over the batch; default, as in the protocols' training.dice) or
+        "image" (paper Eq. 2: Dice per slice, averaged over the batch; see soft_dice_loss). The
+        defaults of the fields shared with the protocol's TrainingSpec are the same (a test checks it).
     min_steps: after ``epochs`` epochs, further whole epochs are run until at least this many
         optimiser steps were taken in total (0 = never); keeps a tiny labelled set (say 20 slices,
         one step per epoch) from being trained for only a handful of steps."""
@@ -39,7 +40,7 @@ class TrainConfig:
     amp: bool | str = "auto"
     min_steps: int = 0
     augment_config: AugmentConfig = field(default_factory=AugmentConfig)
-    dice: str = "image"
+    dice: str = "batch"
 
     def __post_init__(self) -> None:
         if self.dice not in ("image", "batch"):
