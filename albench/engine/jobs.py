@@ -10,6 +10,7 @@ or changing one method never orphans another's records."""
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.util
 import inspect
@@ -27,13 +28,36 @@ def _sha256_file(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def _check_class_defined(spec: str, path: Path, cls_name: str) -> None:
+    """MethodError unless ``path`` defines (or imports) ``cls_name`` at top level. The file is
+    parsed, never executed: user code runs only in the method's sealed worker."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    except (SyntaxError, UnicodeDecodeError) as exc:
+        raise MethodError(f"--method {spec!r}: {path} is not valid Python ({exc})") from None
+    names = set()
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    if cls_name not in names:
+        raise MethodError(f"--method {spec!r}: {path} has no class {cls_name!r}")
+
+
 def source_of(spec: str) -> tuple[str | None, str | None]:
     """(resolved source path, sha256 of its bytes) of a method spec; (None, None) for registry
     names (shipped code, covered by the code version). The module is located, not executed."""
     if is_file_spec(spec):
-        path = Path(spec.rsplit(":", 1)[0]).expanduser().resolve()
+        path_s, _, cls_name = spec.rpartition(":") if ".py:" in spec else (spec, "", "")
+        path = Path(path_s).expanduser().resolve()
         if not path.is_file():
             raise MethodError(f"method {spec!r}: file {path} does not exist")
+        if not cls_name:
+            raise MethodError(f"--method {spec!r}: expected path/to/file.py:ClassName")
+        _check_class_defined(spec, path, cls_name)
         return str(path), _sha256_file(path)
     if is_module_spec(spec):
         mod = spec.rsplit(":", 1)[0]

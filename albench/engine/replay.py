@@ -61,6 +61,7 @@ from albench.engine.worker import (
     label_paths,
 )
 from albench.errors import AlbenchError, MethodError
+from albench.resources import cache_dir
 
 Progress = Callable[[str], None]
 MODES = ("sealed", "in-process")
@@ -270,7 +271,7 @@ class Replay:
             regions={k: list(v) for k, v in self.store.regions.items()}, amp=_amp(self.protocol),
             aux_lr=float(self.protocol.training.lr), manifold_config=self._manifold_config(),
             threads=self.threads or (torch.get_num_threads() if self.mode == "sealed" else 0),
-            limits=self._limits(),
+            limits=self._limits(), env={"ALBENCH_CACHE": str(cache_dir())},
         )
         if self.mode == "sealed":
             from albench.engine.pool_images import ensure_pool_images

@@ -124,6 +124,7 @@ class JobContext:
     threads: int = 0
     deterministic: bool = True
     limits: Limits = field(default_factory=Limits)
+    env: dict[str, str] = field(default_factory=dict)  # set in the worker (a forkserver keeps its own env)
 
 
 def _where(ctx: JobContext, round_: int | None) -> str:
@@ -317,6 +318,7 @@ def _worker_main(conn: Any, ctx: JobContext) -> None:  # pragma: no cover - runs
     from albench.engine.landlock import SealReport, deny_reads
 
     t0 = time.perf_counter()
+    os.environ.update(ctx.env)
     seal = deny_reads(ctx.deny) if ctx.deny else SealReport(False, "not sealed: no label path to deny", ())
     try:
         if ctx.threads:
