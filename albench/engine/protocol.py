@@ -25,7 +25,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping, NoReturn
+from typing import Annotated, Any, Literal, Mapping
 
 from pydantic import (
     AfterValidator,
@@ -485,7 +485,7 @@ def _describe(err: Mapping[str, Any], path: tuple[str, ...], root: type[BaseMode
 
 
 def _protocol_error(exc: ValidationError, source: str, origins: Mapping[tuple[str, ...], tuple[str, tuple[str, ...]]],
-                    profile: str | None, root: type[BaseModel] = None) -> ProtocolError:
+                    profile: str | None, root: type[BaseModel] | None = None) -> ProtocolError:
     """One line per pydantic error: ``<file>: field '<dotted path>' <what is wrong>, got <value>``,
     naming the file (and the table path in that file) where the value at fault is written."""
     root = root or ProtocolFile
@@ -710,7 +710,8 @@ def load_protocol(name_or_path: str | Path, profile: str | None = None) -> Proto
     path = protocol_path(name_or_path)
     prot = parse_protocol(path.read_text(encoding="utf-8"), str(path), profile, folder=path.parent)
     if Path(path).stem != prot.name:
-        raise ProtocolError(f"{path}: field 'name' is {prot.name!r} but the file is named {Path(path).stem!r}; make them equal")
+        raise ProtocolError(f"{path}: field 'name' is {prot.name!r} but the file is named {Path(path).stem!r}; "
+                            "make them equal")
     return prot
 
 
