@@ -6,7 +6,7 @@ import torch
 
 from albench.engine.conformance import TinyStore, make_state
 from albench.engine.method import available_methods, check_answer, get_method, load_method_from_path
-from albench.errors import MethodError, AnnotatorError
+from albench.errors import MethodError
 
 
 POOL = np.array([3, 4, 5, 8, 9], dtype=np.int64)
@@ -105,7 +105,7 @@ def test_state_is_read_only_and_hides_unlabelled_labels():
     with pytest.raises(ValueError):
         state.pool[0] = 1
     assert state.labelled_labels().shape == (5, 32, 32)
-    with pytest.raises(AnnotatorError, match="not labelled"):
+    with pytest.raises(MethodError, match="not labelled"):
         state.labelled_labels(state.pool[:1])
     with pytest.raises(MethodError, match="only privileged methods"):
         state.ground_truth(state.pool[:1])

@@ -50,7 +50,7 @@ def bare_loop(model, opt, x, y, batch_size, epochs, order_seed):
 
 
 def ours(model, opt, x, y, batch_size, epochs, order_seed):
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, augment=False, amp=False)
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, augment=False, amp=False, dice="image")
     res = train_segmenter(
         model, opt, x, y, cfg,
         order_rng=torch.Generator().manual_seed(order_seed),
