@@ -84,3 +84,32 @@ def test_config_validation():
     with pytest.raises(AlbenchError, match="flip_w_prob"):
         AugmentConfig(flip_w_prob=1.5)
     assert dataclasses.is_dataclass(AugmentConfig())
+
+
+def test_label_swap_validation():
+    cfg = AugmentConfig(label_swap=[0, 2, 1, 3])
+    assert cfg.label_swap == (0, 2, 1, 3)  # stored as a tuple (hashable, frozen)
+    assert AugmentConfig(label_swap=np.array([0, 1, 2])).label_swap == (0, 1, 2)
+    assert AugmentConfig().label_swap is None
+    for bad, match in [([0, 2, 3, 1], "not its own inverse"), ([0, 1, 1], "not a permutation"),
+                       ([1, 2, 0], "not its own inverse"), ([], "not a permutation"), ([0, 1.5], "integer"),
+                       ([True, False], "integer"), ("01", "integer"), (3, "integer")]:
+        with pytest.raises(AlbenchError, match=match):
+            AugmentConfig(label_swap=bad)
+
+
+def test_label_swap_refuses_labels_it_does_not_cover():
+    x, y = labelled_batch()  # classes 0..3
+    cfg = AugmentConfig(flip_w_prob=1.0, intensity_prob=0.0, elastic_prob=0.0, label_swap=(0, 2, 1))
+    with pytest.raises(AlbenchError, match="covers classes 0..2.*0..3"):
+        augment_batch(x, y, cfg, torch.Generator().manual_seed(0))
+
+
+def test_label_swap_on_w_flip_keeps_images_and_dtype():
+    x, y = labelled_batch()
+    swap = (0, 2, 1, 3)
+    cfg = AugmentConfig(flip_w_prob=1.0, intensity_prob=0.0, elastic_prob=0.0, label_swap=swap)
+    for dtype in (torch.int64, torch.uint8):
+        xa, ya = augment_batch(x, y.to(dtype), cfg, torch.Generator().manual_seed(0))
+        assert ya.dtype == dtype and torch.equal(xa, x.flip(3))
+        assert torch.equal(ya.long(), torch.tensor(swap)[y.flip(2)])

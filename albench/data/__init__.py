@@ -7,6 +7,7 @@
 
 from albench.data.build import BuildReport, build_dataset, build_store, ensure_store, list_stores, open_store
 from albench.data.cards import DatasetCard, LabelMap, list_datasets, load_card
+from albench.data.lateral import derive_lr_pairs, flip_lut, flips_allowed
 from albench.data.store import SliceStore
 
 __all__ = [
@@ -16,7 +17,10 @@ __all__ = [
     "SliceStore",
     "build_dataset",
     "build_store",
+    "derive_lr_pairs",
     "ensure_store",
+    "flip_lut",
+    "flips_allowed",
     "list_datasets",
     "list_stores",
     "load_card",

@@ -84,6 +84,34 @@ def case_geometry(shape: Sequence[int], zooms: Sequence[float], axis: int, grid:
     return spacing, penalty
 
 
+def w_axis(axcodes: str, axis: int) -> str:
+    """Anatomical axis ("L/R", "A/P", "S/I") along W of the slices of a volume with nibabel axis
+    codes ``axcodes`` sliced along array ``axis`` (W = the lower of the two other array axes)."""
+    a = min(i for i in range(3) if i != axis)
+    code = axcodes[a] if len(axcodes) == 3 else "?"
+    return {"L": "L/R", "R": "L/R", "A": "A/P", "P": "A/P", "S": "S/I", "I": "S/I"}.get(code, "?")
+
+
+def flip_meta(lm, w_axes: dict[str, str]) -> dict[str, Any]:
+    """What the store's meta says about left-right flips, from the label map and the W axis of
+    every case: ``flip_lr`` (may slices be flipped along W), ``lr_swap`` (label permutation for a
+    flipped slice, length num_classes, identity for unpaired classes), ``lr_pairs``
+    ([left, right] class ids) and ``flip_note`` (why flips are off, or "")."""
+    note = ""
+    allowed = bool(lm.flip_lr)
+    if not allowed:
+        note = f"label map {lm.name!r} sets flip_lr = false"
+    elif lm.lr_pairs:
+        other = sorted(c for c, ax in w_axes.items() if ax != "L/R")
+        if other:
+            # a W flip of these cases would not swap the sides, so one permutation cannot fit all
+            allowed = False
+            note = (f"label map {lm.name!r} has left/right pairs but W is not the left-right axis of case(s) "
+                    f"{', '.join(other[:5])}{' ...' if len(other) > 5 else ''} ({w_axes[other[0]]}): flips are off")
+    return {"flip_lr": allowed, "lr_swap": list(lm.lr_swap()), "lr_pairs": [list(p) for p in lm.lr_pairs],
+            "flip_note": note}
+
+
 def _synth_source(card: DatasetCard, quiet: bool) -> tuple[Path, str, dict[str, Any]]:
     gen = dict(card.generator or {})
     name = gen.pop("generator")
@@ -253,6 +281,7 @@ def build_store(name: str, *, source: Path | None = None, size: int | None = Non
                                                                            entry["axis"], grid, s)
                 entry["store_spacing_mm"], entry["penalty_mm"] = case_spacing[c.case], case_penalty[c.case]
             first = kept[0].case
+            flip = flip_meta(lm, {c.case: info[c.case]["w_axis"] for c in kept})
             meta = {
                 "dataset": card.name,
                 "title": card.title,
@@ -281,6 +310,7 @@ def build_store(name: str, *, source: Path | None = None, size: int | None = Non
                               "class_values": [list(v) for v in lm.class_values], "unlisted": lm.unlisted},
                 "class_names": list(lm.class_names),
                 "regions": lm.regions,
+                **flip,
                 "split": {"seed": int(card.split.get("seed", 0)), "rule": dict(card.split),
                           "train": [c.case for c in kept if assign[c.case] == "train"],
                           "test": [c.case for c in kept if assign[c.case] == "test"]},
@@ -356,7 +386,8 @@ def _ingest(card: DatasetCard, ordered: list[CaseFiles], assign: dict[str, str],
             sel = sc.keep if split == "train" else np.ones(len(sc.keep), dtype=bool)
             writer.append(files.case, split, sc.slice_index, sc.images, sc.labels, sel)
             info[files.case] = {"group": files.group, "split": split, "shape": list(sc.shape),
-                                "spacing_mm": list(sc.zooms), "axis": sc.axis, "slices": int(sel.sum()),
+                                "spacing_mm": list(sc.zooms), "axis": sc.axis, "axcodes": sc.axcodes,
+                                "w_axis": w_axis(sc.axcodes, sc.axis), "slices": int(sel.sum()),
                                 "slices_total": len(sel), "files": [str(p) for p in (*files.images, files.label)]}
             bar.update(1)
     bar.close()

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from albench.data.lateral import swap_lut
 from albench.errors import DataError
 from albench.resources import resource_dir
 
@@ -39,10 +40,17 @@ class LabelMap:
     class_values: tuple[tuple[int, ...], ...]
     unlisted: str  # "error": every legal source value must be listed; "background": unlisted -> 0
     regions: dict[str, list[int]]
+    lr_pairs: tuple[tuple[int, int], ...] = ()  # (left class, right class): swapped by a W flip
+    flip_lr: bool = True  # False: no left-right flip augmentation with this label map
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def lr_swap(self) -> tuple[int, ...]:
+        """Label permutation for a slice flipped along W: each declared pair exchanged, every
+        other class kept (the identity when there are no pairs)."""
+        return swap_lut(self.num_classes, self.lr_pairs)
 
     def lut(self, legal_values: tuple[int, ...]) -> np.ndarray:
         """Lookup table (max legal value + 1,) uint8: source value -> class id; ``UNMAPPED`` (255)
@@ -167,7 +175,42 @@ def _label_map(key: str, raw: dict[str, Any], path: Path) -> LabelMap:
     unlisted = raw.get("unlisted", "error")
     if unlisted not in ("error", "background"):
         raise DataError(f"dataset card {path}: label map {key!r} unlisted must be 'error' or 'background'")
-    return LabelMap(key, str(raw.get("description", "")), names, values, unlisted, regions)
+    flip_lr = raw.get("flip_lr", True)
+    if not isinstance(flip_lr, bool):
+        raise DataError(f"dataset card {path}: field labels.maps.{key}.flip_lr must be true or false, got {flip_lr!r}")
+    pairs = _lr_pairs(key, raw.get("lr_pairs", []), names, path)
+    return LabelMap(key, str(raw.get("description", "")), names, values, unlisted, regions, pairs, flip_lr)
+
+
+def _lr_pairs(key: str, raw: Any, names: tuple[str, ...], path: Path) -> tuple[tuple[int, int], ...]:
+    """Validate a label map's ``lr_pairs``: a list of [left, right] training class ids (or class
+    names), each a foreground class of this map, no class in two pairs."""
+    field_name = f"labels.maps.{key}.lr_pairs"
+    where = f"dataset card {path}: field {field_name}"
+    if not isinstance(raw, list):
+        raise DataError(f"{where} must be a list of [left, right] class-id pairs, got {raw!r}")
+    out: list[tuple[int, int]] = []
+    seen: dict[int, int] = {}
+    for i, pair in enumerate(raw):
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise DataError(f"{where}[{i}] must be a pair [left, right] of class ids, got {pair!r}")
+        ids = []
+        for item in pair:
+            if isinstance(item, str) and item in names:
+                item = names.index(item)
+            if isinstance(item, bool) or not isinstance(item, int) or not 0 < item < len(names):
+                raise DataError(f"{where}[{i}] = {pair!r}: {item!r} is not a valid class id of label map {key!r} "
+                                f"(foreground classes 1..{len(names) - 1}, or a class name)")
+            ids.append(item)
+        a, b = ids
+        if a == b:
+            raise DataError(f"{where}[{i}] = {pair!r} pairs class {a} with itself")
+        for c in (a, b):
+            if c in seen:
+                raise DataError(f"{where}[{i}] = {pair!r}: class {c} ({names[c]}) is already in pair {seen[c]}")
+            seen[c] = i
+        out.append((a, b))
+    return tuple(out)
 
 
 def load_card(name: str) -> DatasetCard:

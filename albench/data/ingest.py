@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
 from albench.data.cards import UNMAPPED, DatasetCard, LabelMap
@@ -34,6 +35,7 @@ class SlicedCase:
     shape: tuple[int, int, int]
     zooms: tuple[float, float, float]
     axis: int
+    axcodes: str = ""  # anatomical direction of each source array axis (nibabel, e.g. "RAS")
 
 
 def _read(path: Path, case: str, what: str) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
@@ -119,4 +121,5 @@ def process_case(card: DatasetCard, files: CaseFiles, label_map: LabelMap, grid:
     keep = keep_for_training(card.slice_filter, brain, sl_labels)
     images, sl_labels = resize_slices(images, sl_labels, size)
     return SlicedCase(files.case, images, sl_labels, np.arange(len(images), dtype=np.int32),
-                      keep, tuple(int(s) for s in shape), tuple(round(float(z), 6) for z in zooms), axis)
+                      keep, tuple(int(s) for s in shape), tuple(round(float(z), 6) for z in zooms), axis,
+                      "".join(str(c) for c in nib.aff2axcodes(affine)))

@@ -9,6 +9,7 @@ device, so a CPU generator can drive augmentation on a GPU."""
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +26,11 @@ class AugmentConfig:
 
     flip_w_prob / flip_h_prob: probability of flipping along W (left-right for axial brain slices)
         and along H.
+    label_swap: label permutation applied to the labels of exactly the samples flipped along W
+        (not along H): ``label_swap[c]`` is the class a pixel of class c becomes, so that a left
+        structure mirrored onto the right side takes the right structure's id. A permutation of
+        0..K-1 that is its own inverse (left/right pairs exchanged, other classes kept); None =
+        labels are only moved. For a slice store: ``albench.data.flip_lut(store)``.
     intensity_prob: probability of a per-channel affine intensity change x * a + b with
         a ~ U(1 - scale, 1 + scale) and b ~ U(-shift, shift) (units of the z-scored intensity), drawn
         per sample and channel; applied only inside the non-zero (brain) region so the zero
@@ -42,6 +48,7 @@ class AugmentConfig:
     elastic_prob: float = 0.5
     elastic_sigma_px: float = 2.0
     elastic_grid: int = 5
+    label_swap: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         for name in ("flip_w_prob", "flip_h_prob", "intensity_prob", "elastic_prob"):
@@ -50,6 +57,28 @@ class AugmentConfig:
                 raise AlbenchError(f"AugmentConfig.{name} must be in [0, 1], got {v}")
         if self.elastic_grid < 2:
             raise AlbenchError(f"AugmentConfig.elastic_grid must be >= 2, got {self.elastic_grid}")
+        if self.label_swap is not None:
+            object.__setattr__(self, "label_swap", _check_label_swap(self.label_swap))
+
+
+def _check_label_swap(lut: object) -> tuple[int, ...]:
+    """``lut`` as a tuple of ints; AlbenchError unless it is a permutation of 0..K-1 that is its
+    own inverse."""
+    try:
+        if isinstance(lut, (str, bytes)) or any(isinstance(v, bool) for v in lut):  # type: ignore[union-attr]
+            raise TypeError
+        out = tuple(operator.index(v) for v in lut)  # type: ignore[union-attr]
+    except TypeError:
+        raise AlbenchError(f"AugmentConfig.label_swap must be a sequence of integer class ids, got {lut!r}") from None
+    n = len(out)
+    if n == 0 or sorted(out) != list(range(n)):
+        raise AlbenchError(f"AugmentConfig.label_swap {list(out)} is not a permutation of the class ids 0..{n - 1}")
+    bad = [c for c in range(n) if out[out[c]] != c]
+    if bad:
+        c = bad[0]
+        raise AlbenchError(f"AugmentConfig.label_swap is not its own inverse: class {c} -> {out[c]} -> "
+                           f"{out[out[c]]} (a left-right flip exchanges pairs of classes)")
+    return out
 
 
 def _uniform(shape: tuple[int, ...], gen: torch.Generator, device: torch.device) -> Tensor:
@@ -79,7 +108,10 @@ def augment_batch(
     flip_w = u[:, 0] < cfg.flip_w_prob
     flip_h = u[:, 1] < cfg.flip_h_prob
     x = torch.where(flip_w[:, None, None, None], images.flip(3), images)
-    y = torch.where(flip_w[:, None, None], labels.flip(2), labels)
+    y_w = labels.flip(2)
+    if cfg.label_swap is not None:
+        y_w = _swap(y_w, cfg.label_swap)
+    y = torch.where(flip_w[:, None, None], y_w, labels)
     x = torch.where(flip_h[:, None, None, None], x.flip(2), x)
     y = torch.where(flip_h[:, None, None], y.flip(1), y)
 
@@ -93,6 +125,17 @@ def augment_batch(
     if bool((u_gen[:, 3] < cfg.elastic_prob).any()) and cfg.elastic_sigma_px > 0:
         x, y = _elastic(x, y, disp, do_el, cfg.elastic_sigma_px)
     return x, y
+
+
+def _swap(labels: Tensor, lut: tuple[int, ...]) -> Tensor:
+    """``lut[labels]`` in the labels' dtype; AlbenchError for a label outside 0..len(lut)-1."""
+    if labels.numel():
+        lo, hi = (int(v) for v in torch.stack(torch.aminmax(labels)).tolist())
+        if lo < 0 or hi >= len(lut):
+            raise AlbenchError(f"AugmentConfig.label_swap covers classes 0..{len(lut) - 1} but the labels hold "
+                               f"values {lo}..{hi}")
+    table = torch.tensor(lut, dtype=torch.long, device=labels.device)
+    return table[labels.long()].to(labels.dtype)
 
 
 def _elastic(x: Tensor, y: Tensor, disp: Tensor, active: Tensor, sigma_px: float) -> tuple[Tensor, Tensor]:
