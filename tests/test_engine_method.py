@@ -135,3 +135,15 @@ def test_unknown_requirement_rejected(tmp_path):
     f.write_text("from albench.engine import Method\nclass R(Method):\n    requires = frozenset({'telepathy'})\n")
     with pytest.raises(MethodError, match="unknown requirement"):
         load_method_from_path(f"{f}:R")
+
+
+def test_config_keeps_numpy_scalars_and_nested_values():
+    from albench.engine.method import Method as Base
+
+    class Knobs(Base):
+        def __init__(self, alpha=np.float32(0.5), k=np.int64(3), widths=(np.int32(4), 8), mode="x"):
+            self.alpha, self.k, self.widths, self.mode = alpha, k, widths, mode
+
+    cfg = Knobs().config()
+    assert cfg == {"alpha": 0.5, "k": 3, "widths": [4, 8], "mode": "x"}
+    assert type(cfg["k"]) is int and type(cfg["alpha"]) is float

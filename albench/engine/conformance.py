@@ -16,6 +16,8 @@ available (else a 1x1-conv stand-in)."""
 
 from __future__ import annotations
 
+import inspect
+import json
 from typing import Any, Sequence
 
 import numpy as np
@@ -125,3 +127,23 @@ class MethodConformance:
         if method.privileged:
             return
         assert not unlabelled_read, f"non-privileged method read labels of unlabelled rows {sorted(unlabelled_read)[:5]}"
+
+    def test_config_records_every_init_parameter(self) -> None:
+        method = self.make_method()
+        sig = inspect.signature(type(method).__init__)
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        params = [p.name for p in sig.parameters.values() if p.name != "self" and p.kind in kinds]
+        config = method.config()
+        missing = [p for p in params if p not in config]
+        assert not missing, (f"{type(method).__name__}.config() does not record __init__ parameter(s) {missing}; "
+                             "store each hyperparameter as a public attribute of the same name")
+        json.dumps(config)  # JSON values only (numpy scalars converted)
+
+    def test_leaves_the_segmenter_unchanged(self) -> None:
+        method, state, _ = self._state()
+        before = {k: v.clone() for k, v in state.segmenter.state_dict().items()}
+        self._ask(method, state, 3)
+        after = state.segmenter.state_dict()
+        changed = [k for k in before if not torch.equal(before[k], after[k])]
+        assert not changed, f"suggest changed the segmenter's {changed[:3]}; work on a copy"
+        assert not state.segmenter.training, "suggest left the segmenter in train mode"
