@@ -60,7 +60,12 @@ def code_version() -> str:
     ``.dirty<hash>``, a hash of the diff against the commit and of the untracked files, so two
     different uncommitted trees get two versions. Outside a git checkout: the version plus a hash
     of the package's Python sources."""
-    root = Path(__file__).resolve().parents[2]
+    return tree_version(Path(__file__).resolve().parents[2], Path(__file__).resolve().parents[1])
+
+
+def tree_version(root: Path, package: Path) -> str:
+    """The code version of the checkout at ``root`` (see :func:`code_version`); ``package`` is
+    hashed when ``root`` is not a git checkout."""
     try:
         commit = _git(root, "rev-parse", "--short=12", "HEAD").strip() if (root / ".git").exists() else ""
         if commit:
@@ -75,10 +80,9 @@ def code_version() -> str:
             return f"{__version__}+g{commit}{dirty}"
     except (OSError, subprocess.SubprocessError):
         pass
-    pkg = Path(__file__).resolve().parents[1]
     h = hashlib.sha256()
-    for p in sorted(pkg.rglob("*.py")):
-        h.update(p.relative_to(pkg).as_posix().encode() + b"\0" + p.read_bytes())
+    for p in sorted(Path(package).rglob("*.py")):
+        h.update(p.relative_to(package).as_posix().encode() + b"\0" + p.read_bytes())
     return f"{__version__}+src{h.hexdigest()[:10]}"
 
 
