@@ -202,7 +202,7 @@ def test_protocol_and_trainer_share_one_default_per_setting():
 
     trainer = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     shared = set(TrainingSpec.model_fields) & set(trainer)
-    assert shared == {"epochs", "batch_size", "lr", "augment", "amp", "min_steps", "dice"}
+    assert shared == {"epochs", "batch_size", "lr", "augment", "amp", "min_steps", "dice", "loss", "lr_schedule"}
     for name in shared:
         assert TrainingSpec.model_fields[name].default == trainer[name], name
     manifold = {f.name: f.default for f in dataclasses.fields(ManifoldConfig)}

@@ -139,3 +139,39 @@ def test_model_on_wrong_device_is_reported():
         train_segmenter(model, make_optimizer(model, TrainConfig()), x, y, TrainConfig(epochs=1),
                         order_rng=torch.Generator(), augment_rng=torch.Generator(),
                         device=torch.device("cpu"))
+
+
+def test_cosine_schedule_decays_to_zero_within_a_round_and_restores_lr():
+    from albench.models import UNet, seeded
+    from albench.training import TrainConfig, make_optimizer, train_segmenter
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(8, 2, 32, 32, generator=g), (torch.rand(8, 32, 32, generator=g) * 3).long()
+    with seeded(0):
+        model = UNet(2, 3, widths=(4, 8, 8, 16), bottleneck=16)
+    cfg = TrainConfig(epochs=2, batch_size=2, lr=1e-3, augment=False, lr_schedule="cosine", min_steps=10)
+    opt = make_optimizer(model, cfg)
+    lrs = []
+    res = train_segmenter(model, opt, x, y, cfg, order_rng=torch.Generator().manual_seed(1),
+                          augment_rng=torch.Generator().manual_seed(2), device=torch.device("cpu"),
+                          feature_sink=lambda f, p, e: lrs.append(opt.param_groups[0]["lr"]))
+    total = res.steps
+    assert total == 12  # 4 batches an epoch, raised to 3 epochs by min_steps
+    expected = [1e-3 * 0.5 * (1 + np.cos(np.pi * t / total)) for t in range(total)]
+    assert np.allclose(lrs, expected) and lrs[-1] < 0.02 * 1e-3
+    assert opt.param_groups[0]["lr"] == 1e-3
+
+
+def test_dice_ce_loss_is_dice_plus_pixel_cross_entropy():
+    from albench.training.losses import segmentation_loss, soft_dice_loss
+
+    g = torch.Generator().manual_seed(3)
+    logits, y = torch.randn(3, 4, 8, 8, generator=g), (torch.rand(3, 8, 8, generator=g) * 4).long()
+    ce = torch.nn.functional.cross_entropy(logits, y)
+    for red in ("mean", "batch"):
+        assert torch.allclose(segmentation_loss(logits, y, 4, kind="dice_ce", reduction=red),
+                              soft_dice_loss(logits, y, 4, reduction=red) + ce)
+    per = segmentation_loss(logits, y, 4, kind="dice_ce", reduction="none")
+    by_hand = soft_dice_loss(logits, y, 4, reduction="none") + torch.stack(
+        [torch.nn.functional.cross_entropy(logits[i:i + 1], y[i:i + 1]) for i in range(3)])
+    assert torch.allclose(per, by_hand)

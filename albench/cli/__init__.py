@@ -16,6 +16,7 @@ _COMMAND_MODULES = (
     "albench.cli.data",
     "albench.cli.metrics",
     "albench.cli.run",
+    "albench.cli.calibrate",
 )
 
 EPILOG = """examples:

@@ -206,7 +206,9 @@ class TrainingSpec(_Spec):
     ``amp``: mixed precision, ``auto`` (on CUDA), ``on`` or ``off`` (TOML true/false = on/off).
     ``dice``: how the soft Dice loss is reduced over a mini-batch, ``"batch"`` (sums pooled over
     the batch, the default [ours]) or ``"image"`` (one Dice per slice, averaged); see
-    docs/protocols.md for why. The defaults of the fields shared with
+    docs/protocols.md for why. ``loss``: "dice" (paper) or "dice_ce" (Dice + cross-entropy)
+    [ours]; ``lr_schedule``: "constant" (paper) or "cosine" (decay to 0 within each round)
+    [ours]. The defaults of the fields shared with
     :class:`albench.training.TrainConfig` are the same (tests/test_engine_protocol.py)."""
 
     epochs: PosInt = 10
@@ -217,6 +219,8 @@ class TrainingSpec(_Spec):
     min_steps: NonNegInt = 0
     amp: Literal["auto", "on", "off"] = "auto"
     dice: Literal["batch", "image"] = "batch"
+    loss: Literal["dice", "dice_ce"] = "dice"
+    lr_schedule: Literal["constant", "cosine"] = "constant"
 
     @field_validator("amp", mode="before")
     @classmethod

@@ -227,7 +227,8 @@ class Replay:
     def _train_config(self) -> Any:
         t = self.protocol.training
         kwargs: dict[str, Any] = dict(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, augment=t.augment,
-                                      amp=_amp(self.protocol), min_steps=t.min_steps, dice=t.dice)
+                                      amp=_amp(self.protocol), min_steps=t.min_steps, dice=t.dice,
+                                      loss=t.loss, lr_schedule=t.lr_schedule)
         lut = self._flip_lut()
         if lut is not None or not self._flips_allowed():
             from albench.training.augment import AugmentConfig

@@ -68,3 +68,18 @@ def soft_dice_loss(
         return 1.0 - dice.mean()
     per_image = 1.0 - dice.mean(dim=1)
     return per_image.mean() if reduction == "mean" else per_image
+
+
+def segmentation_loss(logits: Tensor, target: Tensor, num_classes: int, *, kind: str = "dice",
+                      reduction: str = "mean") -> Tensor:
+    """The training loss of a protocol: ``kind`` "dice" (the paper's soft Dice) or "dice_ce"
+    (soft Dice + pixel cross-entropy, nnU-Net's default pairing [ours]). ``reduction`` as in
+    :func:`soft_dice_loss` for the Dice term ("mean" per-image Dice averaged, "batch" pooled,
+    "none" per slice (N,)); the cross-entropy is the mean over pixels (per slice for "none")."""
+    dice = soft_dice_loss(logits, target, num_classes, reduction=reduction)
+    if kind == "dice":
+        return dice
+    if kind != "dice_ce":
+        raise ValueError(f"loss kind {kind!r}: use 'dice' or 'dice_ce'")
+    ce = torch.nn.functional.cross_entropy(logits.float(), target.long(), reduction="none")
+    return dice + (ce.mean(dim=(1, 2)) if reduction == "none" else ce.mean())

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from albench.errors import AlbenchError
 from albench.training.augment import AugmentConfig, augment_batch
 from albench.training.device import amp_dtype, autocast
-from albench.training.losses import soft_dice_loss
+from albench.training.losses import segmentation_loss
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,9 @@ class TrainConfig:
     dice: "batch" (Dice pooled over the batch; default, as in the protocols' training.dice) or
         "image" (paper Eq. 2: Dice per slice, averaged over the batch; see soft_dice_loss). The
         defaults of the fields shared with the protocol's TrainingSpec are the same (a test checks it).
+    loss: "dice" (the paper's soft Dice) or "dice_ce" (soft Dice + pixel cross-entropy) [ours].
+    lr_schedule: "constant" (paper) or "cosine": within each call (one AL round) the learning
+        rate decays from ``lr`` to 0 over the round's steps, half a cosine [ours].
     min_steps: after ``epochs`` epochs, further whole epochs are run until at least this many
         optimiser steps were taken in total (0 = never); keeps a tiny labelled set (say 20 slices,
         one step per epoch) from being trained for only a handful of steps."""
@@ -41,10 +44,16 @@ class TrainConfig:
     min_steps: int = 0
     augment_config: AugmentConfig = field(default_factory=AugmentConfig)
     dice: str = "batch"
+    loss: str = "dice"
+    lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
         if self.dice not in ("image", "batch"):
             raise AlbenchError(f"TrainConfig.dice must be 'image' or 'batch', got {self.dice!r}")
+        if self.loss not in ("dice", "dice_ce"):
+            raise AlbenchError(f"TrainConfig.loss must be 'dice' or 'dice_ce', got {self.loss!r}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise AlbenchError(f"TrainConfig.lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         if self.epochs < 0 or self.batch_size < 1 or self.min_steps < 0 or not self.lr > 0:
             raise AlbenchError(
                 f"invalid TrainConfig (epochs={self.epochs}, batch_size={self.batch_size}, "
@@ -212,6 +221,9 @@ def train_segmenter(
     curve: list[float] = []
     steps = seen = 0
     epoch = 0
+    per_epoch = len(epoch_batches(n, cfg.batch_size, torch.Generator().manual_seed(0)))
+    total_steps = max(cfg.epochs, math.ceil(cfg.min_steps / per_epoch)) * per_epoch
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
     while epoch < cfg.epochs or steps < cfg.min_steps:
         total = torch.zeros((), device=device)
         epoch_seen = 0
@@ -220,15 +232,19 @@ def train_segmenter(
             x, y = images.index_select(0, idx), labels.index_select(0, idx)
             if cfg.augment:
                 x, y = augment_batch(x, y, cfg.augment_config, augment_rng)
+            if cfg.lr_schedule == "cosine":
+                factor = 0.5 * (1.0 + math.cos(math.pi * steps / max(total_steps, 1)))
+                for g, base in zip(optimizer.param_groups, base_lrs):
+                    g["lr"] = base * factor
             optimizer.zero_grad(set_to_none=True)
             if aux_opt is not None:
                 aux_opt.zero_grad(set_to_none=True)
             with autocast(dtype, device):
                 out = model.forward_features(x) if (aux is not None or feature_sink is not None) else None
                 logits = out.logits if out is not None else model(x)
-                loss = soft_dice_loss(logits, y, num_classes, reduction=reduction)
+                loss = segmentation_loss(logits, y, num_classes, kind=cfg.loss, reduction=reduction)
                 if aux is not None:
-                    per = soft_dice_loss(logits, y, num_classes, reduction="none")
+                    per = segmentation_loss(logits, y, num_classes, kind=cfg.loss, reduction="none")
                     loss = loss + aux.loss(out, per, epoch).float()
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -243,7 +259,8 @@ def train_segmenter(
                     aux_opt.step()
             if feature_sink is not None:
                 with torch.no_grad():
-                    per_d = soft_dice_loss(out.logits.detach().float(), y, num_classes, reduction="none")
+                    per_d = segmentation_loss(out.logits.detach().float(), y, num_classes, kind=cfg.loss,
+                                              reduction="none")
                     feature_sink(_detached_features(out, getattr(feature_sink, "features", "pooled")), per_d, epoch)
             total += loss.detach() * idx.numel()
             steps += 1
@@ -256,6 +273,8 @@ def train_segmenter(
                 f"segmenter training diverged (loss {curve[-1]}) in epoch {epoch}; lower the "
                 "learning rate or turn amp off"
             )
+    for g, base in zip(optimizer.param_groups, base_lrs):
+        g["lr"] = base
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start

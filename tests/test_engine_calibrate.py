@@ -1,0 +1,81 @@
+"""``calibrate``: the A/A pair, the calibration file's keys and values, reuse of finished jobs."""
+
+import json
+
+import numpy as np
+import pytest
+
+from albench.engine.calibrate import calibrate, format_calibration, load_calibration
+from albench.engine.protocol import parse_protocol
+from albench.engine.tinystore import TinyStore
+from albench.stats import mde, record_aubc
+
+TINY = """
+name = "cal"
+version = 1
+task = "brats"
+[data]
+dataset = "tiny"
+[budget]
+schedule = [0.1, 0.2, 0.3]
+report = [0.2, 0.3]
+[segmenter]
+widths = [4, 8, 8, 16]
+bottleneck = 16
+[training]
+epochs = 1
+batch_size = 4
+min_steps = 2
+[evaluation]
+batch_size = 16
+workers = 1
+"""
+
+KEYS = {"protocol", "profile", "protocol_fingerprint", "dataset_fingerprint", "n_seeds", "sd_paired_aubc",
+        "mde_aubc", "collapses", "wilcoxon_false_positive_rate", "per_budget"}
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cal")
+    prot = parse_protocol(TINY, "cal.toml")
+    cal = calibrate(prot, TinyStore(), seeds=[0, 1, 2], runs=tmp / "runs", out=tmp / "out", reports=tmp / "reports")
+    return prot, cal, tmp
+
+
+def test_calibration_file_has_the_documented_keys(result):
+    prot, cal, tmp = result
+    assert KEYS <= set(cal)
+    written = json.loads((tmp / "out" / "calibration.json").read_text())
+    assert written == json.loads(json.dumps(cal))
+    assert load_calibration(prot, tmp / "reports")["mde_aubc"] == cal["mde_aubc"]
+    assert cal["protocol"] == "cal" and cal["profile"] == "paper" and cal["n_seeds"] == 3
+    assert set(cal["per_budget"]) == {"0.2", "0.3"} and set(cal["per_budget"]["0.2"]) == {"c1", "c2"}
+
+
+def test_calibration_values_follow_from_the_records(result):
+    prot, cal, tmp = result
+    from albench.engine.records import read_record
+
+    recs = [read_record(p) for p in sorted((tmp / "runs").rglob("*__seed*.json"))]
+    by = {(r.method.label, r.seed): r for r in recs}
+    d = [record_aubc(by[("random", s)]) - record_aubc(by[("random-aa", s)]) for s in (0, 1, 2)]
+    assert cal["paired_aubc_differences"] == pytest.approx(d)
+    assert cal["sd_paired_aubc"] == pytest.approx(np.std(d, ddof=1))
+    assert cal["mde_aubc"] == pytest.approx(mde(np.std(d, ddof=1), 3))
+    # the two A/A methods start alike (same initial set and weights) and then pick differently
+    assert by[("random", 0)].rounds[0].labelled == by[("random-aa", 0)].rounds[0].labelled
+    assert by[("random", 0)].rounds[1].added != by[("random-aa", 0)].rounds[1].added
+    assert cal["collapses"] == sum(len(e.eval.collapsed) for r in recs for e in r.rounds)
+    text = format_calibration(cal)
+    assert f"differences in AUBC below {cal['mde_aubc']:.3f} are not resolved by this protocol with 3 seeds" in text
+    assert "seeds needed to resolve 0.02:" in text and "0.01:" in text
+
+
+def test_finished_aa_jobs_are_reused(result, monkeypatch):
+    prot, cal, tmp = result
+    import albench.engine.replay as replay
+
+    monkeypatch.setattr(replay.Replay, "_run", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-ran")))
+    again = calibrate(prot, TinyStore(), seeds=[0, 1, 2], runs=tmp / "runs", out=None, reports=tmp / "reports")
+    assert again["sd_paired_aubc"] == cal["sd_paired_aubc"]
