@@ -205,3 +205,17 @@ def test_protocol_dice_reduction_reaches_the_trainer(store, tmp_path, dice):
     protocol = parse_protocol(TINY.replace("min_steps = 2", f"min_steps = 2\ndice = \"{dice}\""), "tiny.toml")
     replay = Replay(protocol, store, "random", 0, record_path=tmp_path / "job.json", progress=None)
     assert replay._train_config().dice == dice
+
+
+def test_full_reference_can_train_to_a_validation_plateau(store, tmp_path):
+    text = FULL.replace("min_steps = 2", 'min_steps = 2\nstop = "plateau"\nval_cases = 1\npatience = 2\nmax_epochs = 6')
+    prot = parse_protocol(text, "tiny-full.toml")
+    rec = Runner(prot, store, seeds=[0], out=tmp_path, progress=None).run()[0]
+    train = rec.rounds[0].train
+    assert train.stopping.startswith("plateau") and len(train.val_cases) == 1
+    assert set(train.val_cases) <= set(store.cases("train")) and not set(train.val_cases) & set(store.cases("test"))
+    assert train.train_slices == len(store.rows("train")) - 8  # one case of 8 slices held out
+    assert 1 <= len(train.val_curve) <= 6 and train.best_epoch == int(np.argmax(train.val_curve))
+    with pytest.raises(Exception, match="only for one-round protocols"):
+        bad = parse_protocol(TINY.replace("min_steps = 2", 'min_steps = 2\nstop = "plateau"'), "tiny.toml")
+        Replay(bad, store, "random", 0, record_path=tmp_path / "b.json", progress=None).run()

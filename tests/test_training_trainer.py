@@ -175,3 +175,27 @@ def test_dice_ce_loss_is_dice_plus_pixel_cross_entropy():
     by_hand = soft_dice_loss(logits, y, 4, reduction="none") + torch.stack(
         [torch.nn.functional.cross_entropy(logits[i:i + 1], y[i:i + 1]) for i in range(3)])
     assert torch.allclose(per, by_hand)
+
+
+def test_plateau_stops_after_patience_and_keeps_the_best_epoch():
+    from albench.models import UNet, seeded
+    from albench.training import Plateau, TrainConfig, make_optimizer, train_segmenter
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 2, 32, 32, generator=g)
+    y = (x[:, 0] > 0.5).long()
+    with seeded(0):
+        model = UNet(2, 2, widths=(4, 8, 8, 16), bottleneck=16)
+    cfg = TrainConfig(epochs=1, batch_size=4, lr=1e-2, augment=False)
+    plateau = Plateau(images=x[:4], labels=y[:4], patience=2, max_epochs=12)
+    res = train_segmenter(model, make_optimizer(model, cfg), x[4:], y[4:], cfg, order_rng=torch.Generator().manual_seed(1),
+                          augment_rng=torch.Generator().manual_seed(2), device=torch.device("cpu"), plateau=plateau)
+    curve = res.val_curve
+    assert len(res.loss_curve) == len(curve) <= 12
+    best = int(np.argmax(curve))
+    assert res.best_epoch == best
+    if len(curve) < 12:  # stopped early: the last `patience` epochs did not beat the best
+        assert len(curve) - 1 - best == 2
+    from albench.training.trainer import _validation_dice
+
+    assert _validation_dice(model, plateau, 2) == pytest.approx(curve[best], rel=1e-5)

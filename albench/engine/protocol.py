@@ -208,7 +208,10 @@ class TrainingSpec(_Spec):
     the batch, the default [ours]) or ``"image"`` (one Dice per slice, averaged); see
     docs/protocols.md for why. ``loss``: "dice" (paper) or "dice_ce" (Dice + cross-entropy)
     [ours]; ``lr_schedule``: "constant" (paper) or "cosine" (decay to 0 within each round)
-    [ours]. The defaults of the fields shared with
+    [ours]. ``stop``: "fixed" (``epochs``/``min_steps``) or "plateau" (one-round protocols such as
+    the full-data reference: ``val_cases`` training cases are held out as a validation split, and
+    training stops after ``patience`` epochs without a better validation Dice, at most
+    ``max_epochs``; the best epoch's weights are kept). The defaults of the fields shared with
     :class:`albench.training.TrainConfig` are the same (tests/test_engine_protocol.py)."""
 
     epochs: PosInt = 10
@@ -221,6 +224,10 @@ class TrainingSpec(_Spec):
     dice: Literal["batch", "image"] = "batch"
     loss: Literal["dice", "dice_ce"] = "dice"
     lr_schedule: Literal["constant", "cosine"] = "constant"
+    stop: Literal["fixed", "plateau"] = "fixed"
+    val_cases: PosInt = 4
+    patience: PosInt = 3
+    max_epochs: PosInt = 50
 
     @field_validator("amp", mode="before")
     @classmethod

@@ -251,6 +251,35 @@ class Replay:
             return True
         return flips_allowed(self.store) if hasattr(self.store, "meta") else True
 
+    def _stopping_rule(self) -> str:
+        t = self.protocol.training
+        if t.stop == "plateau":
+            return (f"plateau: best validation Dice of {t.val_cases} held-out training cases, patience "
+                    f"{t.patience} epochs, at most {t.max_epochs}")
+        return f"fixed: {t.epochs} epochs, at least {t.min_steps} steps"
+
+    def _plateau(self, labelled: np.ndarray, x: torch.Tensor, y: torch.Tensor) -> Any:
+        """(Plateau, training-row mask, validation cases) for ``training.stop = "plateau"``; the
+        validation cases are training cases drawn with the ``split`` stream, never test cases."""
+        t = self.protocol.training
+        if t.stop != "plateau":
+            return None
+        if len(self.sizes) != 1:
+            raise AlbenchError(f"protocol {self.protocol.name}: training.stop = 'plateau' holds out labelled "
+                               "training cases and is only for one-round protocols (the full-data reference)")
+        from albench.training import Plateau
+
+        case = np.asarray(self.store.case)[labelled]
+        cases = list(dict.fromkeys(case.tolist()))
+        if len(cases) <= t.val_cases:
+            raise AlbenchError(f"protocol {self.protocol.name}: training.val_cases = {t.val_cases} but the pool has "
+                               f"only {len(cases)} training cases")
+        val = sorted(rngs.numpy_rng(self.seed, "split").choice(cases, size=t.val_cases, replace=False).tolist())
+        is_val = torch.as_tensor(np.isin(case, val), device=x.device)
+        plateau = Plateau(images=x[is_val], labels=y[is_val], patience=t.patience, max_epochs=t.max_epochs,
+                          batch_size=self.protocol.evaluation.batch_size)
+        return plateau, ~is_val, val
+
     def _manifold_config(self) -> Any:
         spec = self.protocol.manifold
         if self.backend.manifold_config is None:
@@ -409,8 +438,14 @@ class Replay:
             record.training_track = "joint"
         elif aux is not None:
             kwargs["feature_sink"] = _Sink(host, aux.features)
+        stop = self._plateau(labelled, x, y)
+        if stop is not None:
+            kwargs["plateau"] = stop[0]
+            x_train, y_train = x[stop[1]], y[stop[1]]
+        else:
+            x_train, y_train = x, y
         result = self.backend.train(
-            model, optimizer, x, y, self._train_config(),
+            model, optimizer, x_train, y_train, self._train_config(),
             order_rng=rngs.torch_generator(self.seed, "order", r),
             augment_rng=rngs.torch_generator(self.seed, "augment", r),
             device=self.device, **kwargs,
@@ -434,7 +469,10 @@ class Replay:
             labelled_fraction=labelled.size / self.pool.size, labelled=sorted(int(i) for i in labelled),
             added=[q.index for q in log], query_log=log,
             train=TrainInfo(loss_curve=[float(v) for v in result.loss_curve], steps=int(getattr(result, "steps", 0)),
-                            seconds=float(result.seconds), aux=aux_info),
+                            seconds=float(result.seconds), aux=aux_info, stopping=self._stopping_rule(),
+                            val_cases=stop[2] if stop is not None else [],
+                            val_curve=[float(v) for v in getattr(result, "val_curve", [])],
+                            best_epoch=getattr(result, "best_epoch", None), train_slices=int(x_train.shape[0])),
             eval=EvalInfo(**evd, collapsed=collapsed),
         )
         if r < len(self.sizes) - 1:

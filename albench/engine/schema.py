@@ -99,6 +99,11 @@ class TrainInfo(_Model):
     steps: int
     seconds: float | None = volatile()
     aux: AuxInfo | None = None
+    stopping: str = "fixed"
+    val_cases: list[str] = Field(default_factory=list)
+    val_curve: list[float] = Field(default_factory=list)
+    best_epoch: int | None = None
+    train_slices: int | None = None
 
 
 class RoundRecord(_Model):

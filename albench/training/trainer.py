@@ -71,6 +71,38 @@ class TrainResult:
     seconds: float
     slices_per_second: float
     steps: int
+    val_curve: list[float] = field(default_factory=list)
+    best_epoch: int | None = None
+
+
+@dataclass(frozen=True)
+class Plateau:
+    """Train until a validation score stops improving: after every epoch, the mean soft Dice
+    (1 - the per-image Dice loss, no augmentation, eval mode) of ``images`` (N, C, H, W) /
+    ``labels`` (N, H, W) on the training device is computed; training stops after ``patience``
+    epochs without an improvement of more than ``min_delta``, or at ``max_epochs``, and the
+    weights of the best epoch are restored. Never fed from the test split."""
+
+    images: Tensor
+    labels: Tensor
+    patience: int = 3
+    max_epochs: int = 50
+    min_delta: float = 1e-4
+    batch_size: int = 64
+
+
+def _validation_dice(model: nn.Module, plateau: Plateau, num_classes: int) -> float:
+    from albench.training.losses import soft_dice_loss
+
+    model.eval()
+    total, n = 0.0, plateau.images.shape[0]
+    with torch.no_grad():
+        for lo in range(0, n, plateau.batch_size):
+            x = plateau.images[lo:lo + plateau.batch_size]
+            y = plateau.labels[lo:lo + plateau.batch_size].long()
+            total += float((1.0 - soft_dice_loss(model(x), y, num_classes, reduction="none")).sum())
+    model.train()
+    return total / n
 
 
 class PooledFeatures(NamedTuple):
@@ -182,6 +214,7 @@ def train_segmenter(
     device: torch.device,
     aux: TrainingAux | None = None,
     feature_sink: FeatureSink | None = None,
+    plateau: Plateau | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on images (N, C, H, W) float32 and labels (N, H, W) int64, both
     already on ``device``, with the multi-class soft Dice loss.
@@ -193,7 +226,10 @@ def train_segmenter(
     ``feature_sink`` (the fair track, the default for methods): after each step it receives the
     batch's detached features and per-slice losses; the segmenter trains bit-identically with or
     without it. ``aux`` (the joint track, a recorded option): its loss is added to the
-    segmenter's loss before backward, so it shapes the evaluated model."""
+    segmenter's loss before backward, so it shapes the evaluated model.
+
+    ``plateau``: stop on a validation plateau instead of after ``epochs``/``min_steps`` (the
+    full-data reference; see :class:`Plateau`)."""
     device = torch.device(device)
     num_classes = _check_inputs(model, images, labels, device)
     dtype = amp_dtype(cfg.amp, device)
@@ -222,9 +258,19 @@ def train_segmenter(
     steps = seen = 0
     epoch = 0
     per_epoch = len(epoch_batches(n, cfg.batch_size, torch.Generator().manual_seed(0)))
-    total_steps = max(cfg.epochs, math.ceil(cfg.min_steps / per_epoch)) * per_epoch
+    planned = plateau.max_epochs if plateau is not None else max(cfg.epochs, math.ceil(cfg.min_steps / per_epoch))
+    total_steps = planned * per_epoch
     base_lrs = [g["lr"] for g in optimizer.param_groups]
-    while epoch < cfg.epochs or steps < cfg.min_steps:
+    val_curve: list[float] = []
+    best = (-math.inf, None, None)  # score, epoch, weights
+    bad = 0
+
+    def more() -> bool:
+        if plateau is None:
+            return epoch < cfg.epochs or steps < cfg.min_steps
+        return epoch < plateau.max_epochs and bad < plateau.patience
+
+    while more():
         total = torch.zeros((), device=device)
         epoch_seen = 0
         for idx in epoch_batches(n, cfg.batch_size, order_rng):
@@ -273,6 +319,16 @@ def train_segmenter(
                 f"segmenter training diverged (loss {curve[-1]}) in epoch {epoch}; lower the "
                 "learning rate or turn amp off"
             )
+        if plateau is not None:
+            score = _validation_dice(model, plateau, num_classes)
+            val_curve.append(score)
+            if score > best[0] + plateau.min_delta:
+                best = (score, epoch - 1, {k: v.detach().clone() for k, v in model.state_dict().items()})
+                bad = 0
+            else:
+                bad += 1
+    if plateau is not None and best[2] is not None:
+        model.load_state_dict(best[2])
     for g, base in zip(optimizer.param_groups, base_lrs):
         g["lr"] = base
     if device.type == "cuda":
@@ -281,4 +337,5 @@ def train_segmenter(
     model.eval()
     if aux is not None and hasattr(aux, "train"):
         aux.train(False)
-    return TrainResult(curve, seconds, seen / seconds if seconds > 0 else 0.0, steps)
+    return TrainResult(curve, seconds, seen / seconds if seconds > 0 else 0.0, steps, val_curve,
+                       best[1] if plateau is not None else None)
