@@ -45,6 +45,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads for torch (default: torch's choice; 1 helps on an oversubscribed machine)")
     p.add_argument("--quiet", action="store_true", help="no per-round progress lines")
+    p.add_argument("--reports", type=Path, default=Path("reports"),
+                   help="where calibrations are kept (albench calibrate; default: ./reports)")
     p.add_argument("--set", action="append", default=[], metavar="LABEL.PARAM=VALUE", dest="params",
                    help="a method hyperparameter (repeatable), e.g. --set oracle.batch_size=64; part of the job's identity")
     p.add_argument("--in-process", action="store_true",
@@ -133,7 +135,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         reference = ref_runner.run()
         failures += ref_runner.failures
         ref_dir = ref_runner.exp_dir
+    from albench.engine.calibrate import load_calibration
+
     summary = summarize(records, reference=reference)
+    summary["calibration"] = load_calibration(protocol, args.reports)
     table = format_table(summary)
     exp_dir = experiment_dir(args.out, protocol, store.name, store.fingerprint)
     summary["reference_records"] = str(ref_dir) if ref_dir else None

@@ -89,7 +89,8 @@ def _row(label: str, frac: float, entries: list, collapse: bool, rec: RunRecord)
     out: dict[str, Any] = {"method": label, "privileged": rec.method.privileged, "fraction": frac,
                            "n_seeds": len(entries), "seeds": [s for s, _ in entries],
                            "collapses": sum(len(e.eval.collapsed) for _, e in entries),
-                           "track": rec.training_track, "mode": rec.execution.mode}
+                           "track": rec.training_track, "mode": rec.execution.mode,
+                           "stopping": entries[0][1].train.stopping}
     for metric in ("dice", "hd95"):
         per_seed = [_region_values(e, metric, collapse) for _, e in entries]
         out[metric] = {r: list(_mean_std([p[r] for p in per_seed])) for r in per_seed[0]}
@@ -114,4 +115,19 @@ def format_table(summary: dict[str, Any]) -> str:
             (" [in-process]" if row.get("mode") == "in-process" else "")
         lines.append(f"{name:<{width}}{row['fraction']:>9.1%} {row['n_seeds']:>5}  "
                      + "  ".join(f"{c:>15}" for c in cells))
+    for row in summary["rows"]:
+        if "(reference)" in row["method"]:
+            lines.append(f"{row['method']}: {row['n_seeds']} seed(s); training {row.get('stopping', 'fixed')}")
+    lines.append(resolution_line(summary.get("calibration")))
+    collapses = sum(r.get("collapses", 0) for r in summary["rows"])
+    if collapses:
+        lines.append(f"collapses: {collapses} (a region predicted empty on every test case in a round; see the records)")
     return "\n".join(lines)
+
+
+def resolution_line(calibration: dict | None) -> str:
+    """The protocol's calibrated resolution as one line, or "not calibrated"."""
+    if not calibration:
+        return "resolution: not calibrated (run `albench calibrate` for this protocol and profile)"
+    return (f"resolution: differences in AUBC below {calibration['mde_aubc']:.3f} (and per budget, see "
+            f"calibration.json) are not resolved with {calibration['n_seeds']} seeds (A/A calibration)")
