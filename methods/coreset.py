@@ -1,0 +1,73 @@
+"""Core-Set (Sener & Savarese, ICLR 2018), k-centre greedy (spec section 3, "Core-Set").
+
+Features of L and P (``features``): ``"segmenter"`` (default, spec: global-average-pooled U-Net
+bottleneck of the round's segmenter, (n, bottleneck width)), ``"manifold"`` (the VAE's
+pre-latent GAP feature) or ``"latent"`` (the VAE mean mu). Euclidean distance (``normalise``
+L2-normalises the features first; off by default as in the spec). The centres start as the
+labelled set; ``budget`` times the pool slice farthest from its nearest centre becomes a centre
+(``albench.methods._geometry.k_center_greedy``: chunked initial distances, then one O(N D)
+update per pick, O(N) extra memory). Exact distance ties are broken by ``state.rng``. The robust
+(MIP) version is not implemented (spec: not needed).
+
+``subset`` (default None = the whole pool) restricts the candidates to a seeded random subset
+of the pool (drawn with ``state.rng``) and only computes features for the labelled set and that
+subset: the bound for pools where the segmenter pass over every slice is too costly."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from albench.engine.method import Method, register_method
+from albench.errors import MethodError
+from albench.methods._geometry import check_source, k_center_greedy, l2_normalise, pool_features, seeded_subset
+
+
+@register_method("coreset")
+class CoreSet(Method):
+    """k-centre greedy on pooled features; see the module docstring.
+
+    Parameters: features ("segmenter" spec / "manifold" / "latent"), normalise (L2-normalise the
+    features, default False), subset (candidate pool subset size, None = all), batch_size (slices
+    per segmenter forward pass), chunk (rows per distance block)."""
+
+    description = "k-centre greedy on bottleneck features (Sener & Savarese 2018)"
+
+    def __init__(self, features: str = "segmenter", normalise: bool = False, subset: int | None = None,
+                 batch_size: int = 64, chunk: int = 4096):
+        self.features = check_source(features)
+        self.normalise = bool(normalise)
+        self.subset = None if subset is None else int(subset)
+        self.batch_size = int(batch_size)
+        self.chunk = int(chunk)
+        if self.batch_size < 1 or self.chunk < 1 or (self.subset is not None and self.subset < 1):
+            raise MethodError(f"coreset: batch_size, chunk and subset must be >= 1, got "
+                              f"{self.batch_size}, {self.chunk}, {self.subset}")
+        self._info: dict[str, Any] = {}
+
+    @property
+    def requires(self) -> frozenset:  # type: ignore[override]
+        """The VAE manifold only when the features come from it."""
+        return frozenset() if self.features == "segmenter" else frozenset({"manifold"})
+
+    def suggest(self, state: Any, budget: int) -> Sequence[int]:
+        pool = np.asarray(state.pool, np.int64)
+        cand_rows = pool[seeded_subset(state.rng, pool.size, self.subset)]
+        if budget > cand_rows.size:
+            cand_rows = pool
+        rows = np.concatenate([np.asarray(state.labelled, np.int64), cand_rows])
+        x = pool_features(state, rows, self.features, self.batch_size)
+        if self.normalise:
+            x = l2_normalise(x)
+        n_lab = len(state.labelled)
+        picks, radii = k_center_greedy(x, np.arange(n_lab), budget, state.rng,
+                                       candidates=np.arange(n_lab, rows.size), chunk=self.chunk, device=state.device)
+        finite = radii[np.isfinite(radii)]
+        self._info = {"features": self.features, "candidates": int(cand_rows.size),
+                      "radius_first": float(finite[0]) if finite.size else None,
+                      "radius_last": float(finite[-1]) if finite.size else None}
+        return rows[picks]
+
+    def round_info(self) -> dict[str, Any]:
+        return dict(self._info)
