@@ -69,7 +69,7 @@ ORDERS = ("random", "grad_norm", "row")
 REPEATS = ("loop", "once")
 FILLS = ("random", "nearest")
 TIE_BREAKS = ("row", "random")
-LOSSES = ("dice", "dice_ce")
+LOSSES = ("protocol", "dice", "dice_ce")
 ZERO_STEP_REL = 1e-6
 
 
@@ -305,7 +305,8 @@ class GradientGuidedSampling(Method):
     pi/3), angle_ref ("z_prime" paper Eq. 6 / "z"), grad_norm ("none" paper / "l2" / "sign"),
     fallback ("skip" spec / "nearest" / "random"), order ("random" spec / "grad_norm" / "row"),
     picks_per_slice (paper 1), repeat ("loop" spec / "once"), fill ("random" / "nearest"),
-    tie_break ("row" spec / "random"), loss ("dice" paper / "dice_ce"), max_candidates (None =
+    tie_break ("row" spec / "random"), loss ("protocol": the per-slice form of the protocol's
+    training loss, ``state.training_loss``, the default; or "dice" / "dice_ce"), max_candidates (None =
     whole pool), batch_size (slices per gradient / encoder batch), keep_arrows (record
     (z_i, z'_i, z_j) of every pick in ``round_info`` for the report's Fig. 5)."""
 
@@ -315,7 +316,7 @@ class GradientGuidedSampling(Method):
     def __init__(self, alpha: float = 1e-3, angular: bool = True, angle: float = math.pi / 3,
                  angle_ref: str = "z_prime", grad_norm: str = "none", fallback: str = "skip",
                  order: str = "random", picks_per_slice: int = 1, repeat: str = "loop", fill: str = "random",
-                 tie_break: str = "row", loss: str = "dice", max_candidates: int | None = None,
+                 tie_break: str = "row", loss: str = "protocol", max_candidates: int | None = None,
                  batch_size: int = 32, keep_arrows: bool = False):
         self.alpha = float(alpha)
         self.angular = bool(angular)
@@ -336,6 +337,7 @@ class GradientGuidedSampling(Method):
             raise MethodError(f"ggs: picks_per_slice and batch_size must be >= 1 and angle in (0, pi], got "
                               f"{self.picks_per_slice}, {self.batch_size}, {self.angle}")
         self._info: dict[str, Any] = {}
+        self._used_loss = "dice"
 
     # -- steps 1-3 ------------------------------------------------------------------------------
     def stepped_latents(self, state: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -352,7 +354,7 @@ class GradientGuidedSampling(Method):
             chunk = rows[lo:lo + self.batch_size]
             x = torch.as_tensor(state.images(chunk), dtype=torch.float32, device=seg_dev)
             y = torch.as_tensor(state.labelled_labels(chunk), device=seg_dev)
-            _, g = loss_gradient(seg, x, y, state.num_classes, self.loss)
+            _, g = loss_gradient(seg, x, y, state.num_classes, self._loss_kind(state))
             gn.append(g.flatten(1).norm(dim=1).cpu().numpy())
             xp = x + self.alpha * normalise_gradient(g, self.grad_norm)
             with torch.inference_mode():
@@ -390,8 +392,8 @@ class GradientGuidedSampling(Method):
                           "Try grad_norm='l2' or 'sign'", RuntimeWarning, stacklevel=2)
         rules = info["rule"]
         self._info = {
-            "loss": "per-image soft Dice" + (" + pixel cross-entropy" if self.loss == "dice_ce" else ""),
-            "loss_kind": self.loss,
+            "loss": "per-image soft Dice" + (" + pixel cross-entropy" if self._used_loss == "dice_ce" else ""),
+            "loss_kind": self._used_loss,
             "labelled": int(m),
             "step": _stats(step),
             "relative_step": _stats(step / np.maximum(znorm, np.finfo(np.float64).tiny)),
@@ -416,6 +418,13 @@ class GradientGuidedSampling(Method):
                 for j, s, r in zip(picks.tolist(), src.tolist(), rules)
             ]
         return pool[picks]
+
+    def _loss_kind(self, state: Any) -> str:
+        kind = self.loss if self.loss != "protocol" else getattr(state, "training_loss", "dice")
+        if kind not in ("dice", "dice_ce"):
+            kind = "dice"
+        self._used_loss = kind
+        return kind
 
     def round_info(self) -> dict[str, Any]:
         return dict(self._info)

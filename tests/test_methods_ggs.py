@@ -332,3 +332,23 @@ def test_ggs_parameters_and_registry():
     with warnings.catch_warnings():
         warnings.simplefilter("error")   # construction is silent
         GradientGuidedSampling()
+
+
+def test_ggs_differentiates_the_protocols_training_loss_by_default():
+    store = TinyStore(n_cases=5)
+    man = fake_manifold(store)
+    train = store.rows("train")
+    base = build_state(store, train[[5, 9]], man)
+    kw = {k: getattr(base, k) for k in ("round", "seed", "rng", "device", "method", "privileged", "labelled",
+                                          "pool", "pool_size", "num_classes", "channels", "regions", "segmenter",
+                                          "history")}
+    kw["round_"] = kw.pop("round")
+    for protocol_loss in ("dice", "dice_ce"):
+        state = State(**kw, labelled_labels=store.labels(base.labelled), images=StoreImages(store),
+                      manifold_fn=lambda: man, training_loss=protocol_loss)
+        method = GradientGuidedSampling()
+        method.suggest(state, 2)
+        assert method.round_info()["loss_kind"] == protocol_loss
+    method = GradientGuidedSampling(loss="dice")
+    method.suggest(state, 2)  # an explicit loss overrides the protocol's
+    assert method.round_info()["loss_kind"] == "dice"

@@ -302,6 +302,7 @@ class Replay:
             aux_lr=float(self.protocol.training.lr), manifold_config=self._manifold_config(),
             threads=self.threads or (torch.get_num_threads() if self.mode == "sealed" else 0),
             limits=self._limits(), env={"ALBENCH_CACHE": str(cache_dir())},
+            training_loss=str(self.protocol.training.loss),
         )
         if self.mode == "sealed":
             from albench.engine.pool_images import ensure_pool_images

@@ -44,7 +44,8 @@ class State:
     ``labelled`` and ``pool`` (int64 store rows, read-only), ``pool_size`` (slices in the whole
     training pool), ``num_classes``, ``channels``, ``regions``, ``segmenter`` (a copy of the
     round's trained U-Net in eval mode, or None before training; changing it changes nothing in
-    the engine), ``history`` (earlier rounds: ``{"round", "added", "labelled_size",
+    the engine), ``training_loss`` (the protocol's training loss, "dice" or "dice_ce": its per-slice
+    form is what gradient-based methods differentiate), ``history`` (earlier rounds: ``{"round", "added", "labelled_size",
     "labelled_fraction", "train_loss"}``; never test metrics), ``method`` (the method's name),
     ``privileged``."""
 
@@ -56,8 +57,9 @@ class State:
                  regions: dict[str, list[int]], images: ImageSource, segmenter: torch.nn.Module | None,
                  history: Sequence[dict], manifold_fn: Callable[[], Any] | None = None,
                  ground_truth_fn: Callable[[np.ndarray], np.ndarray] | None = None, amp: bool | str = "auto",
-                 predict_fn: Callable[..., Iterator[torch.Tensor]] | None = None):
+                 predict_fn: Callable[..., Iterator[torch.Tensor]] | None = None, training_loss: str = "dice"):
         self.round = int(round_)
+        self.training_loss = str(training_loss)
         self.seed = int(seed)
         self.rng = rng
         self.device = torch.device(device)

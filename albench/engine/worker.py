@@ -124,7 +124,8 @@ class JobContext:
     threads: int = 0
     deterministic: bool = True
     limits: Limits = field(default_factory=Limits)
-    env: dict[str, str] = field(default_factory=dict)  # set in the worker (a forkserver keeps its own env)
+    env: dict[str, str] = field(default_factory=dict)
+    training_loss: str = "dice"  # set in the worker (a forkserver keeps its own env)
 
 
 def _where(ctx: JobContext, round_: int | None) -> str:
@@ -192,6 +193,7 @@ class _MethodSide:
             images=self.images, segmenter=inp.segmenter, history=inp.history,
             manifold_fn=self._manifold_fn if "manifold" in m.requires else None,
             ground_truth_fn=self.ground_truth if m.privileged else None, amp=self.ctx.amp,
+            training_loss=self.ctx.training_loss,
         )
 
     def build_aux(self, inp: RoundInput) -> dict[str, Any]:
