@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from albench.errors import AlbenchError, ProtocolError
+from albench.errors import AlbenchError
 
 EPILOG = """examples:
   albench calibrate --protocol brats-7pct --quick                  default seeds of the profile
@@ -41,22 +41,13 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from albench.cli.run import _store
+    from albench.cli.run import _store, load_protocol_and_threads
     from albench.engine.calibrate import calibrate, calibration_path, format_calibration
-    from albench.engine.protocol import load_protocol
     from albench.engine.replay import stderr_progress
     from albench.engine.runner import parse_seeds
     from albench.training import resolve_device
 
-    if args.quick and args.profile and args.profile != "quick":
-        raise ProtocolError("--quick and --profile name different profiles; give one of them")
-    if args.threads < 0:
-        raise AlbenchError(f"--threads must be >= 1 (or 0), got {args.threads}")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    protocol = load_protocol(args.protocol, "quick" if args.quick else args.profile)
+    protocol = load_protocol_and_threads(args)
     seeds = parse_seeds(args.seeds) if args.seeds else list(protocol.seeds)
     if len(seeds) < 2:
         raise AlbenchError(f"calibrate needs at least 2 seeds, got {seeds}; pass e.g. --seeds 0-4")

@@ -84,6 +84,22 @@ def _store(args: argparse.Namespace, protocol: Any) -> Any:
         return ensure_store(name, size=size, quiet=args.quiet)
 
 
+def load_protocol_and_threads(args: argparse.Namespace) -> Any:
+    """The protocol of ``--protocol`` with ``--quick`` / ``--profile`` applied, after checking
+    those and ``--threads`` (and setting torch's thread count)."""
+    from albench.engine.protocol import load_protocol
+
+    if args.quick and args.profile and args.profile != "quick":
+        raise ProtocolError("--quick and --profile name different profiles; give one of them")
+    if args.threads < 0:
+        raise AlbenchError(f"--threads must be >= 1 (or 0 for torch's default), got {args.threads}")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return load_protocol(args.protocol, "quick" if args.quick else args.profile)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from albench.engine.protocol import load_protocol
     from albench.engine.records import experiment_dir
@@ -94,16 +110,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from albench.io import atomic_write_json, atomic_write_text
     from albench.training import resolve_device
 
-    if args.quick and args.profile and args.profile != "quick":
-        raise ProtocolError("--quick and --profile name different profiles; give one of them")
-    if args.threads < 0:
-        raise AlbenchError(f"--threads must be >= 1 (or 0 for torch's default), got {args.threads}")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    profile = "quick" if args.quick else args.profile
-    protocol = load_protocol(args.protocol, profile)
+    protocol = load_protocol_and_threads(args)
+    profile = protocol.profile
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else list(protocol.methods)
     methods += args.method
     seeds = parse_seeds(args.seeds) if args.seeds else list(protocol.seeds)
