@@ -305,7 +305,9 @@ class GradientGuidedSampling(Method):
     pi/3), angle_ref ("z_prime" paper Eq. 6 / "z"), grad_norm ("none" paper / "l2" / "sign"),
     fallback ("skip" spec / "nearest" / "random"), order ("random" spec / "grad_norm" / "row"),
     picks_per_slice (paper 1), repeat ("loop" spec / "once"), fill ("random" / "nearest"),
-    tie_break ("row" spec / "random"), loss ("protocol": the per-slice form of the protocol's
+    z_dim (None = the protocol's manifold; an int asks the engine for a manifold of that latent
+    size, trained once per (dataset, manifold settings) and cached like the protocol's: Table 1's
+    ablation), tie_break ("row" spec / "random"), loss ("protocol": the per-slice form of the protocol's
     training loss, ``state.training_loss``, the default; or "dice" / "dice_ce"), max_candidates (None =
     whole pool), batch_size (slices per gradient / encoder batch), keep_arrows (record
     (z_i, z'_i, z_j) of every pick in ``round_info`` for the report's Fig. 5)."""
@@ -317,8 +319,11 @@ class GradientGuidedSampling(Method):
                  angle_ref: str = "z_prime", grad_norm: str = "none", fallback: str = "skip",
                  order: str = "random", picks_per_slice: int = 1, repeat: str = "loop", fill: str = "random",
                  tie_break: str = "row", loss: str = "protocol", max_candidates: int | None = None,
-                 batch_size: int = 32, keep_arrows: bool = False):
+                 batch_size: int = 32, keep_arrows: bool = False, z_dim: int | None = None):
         self.alpha = float(alpha)
+        self.z_dim = None if z_dim is None else int(z_dim)
+        if self.z_dim is not None and self.z_dim < 1:
+            raise ValueError(f"ggs: z_dim must be >= 1 or None, got {z_dim}")
         self.angular = bool(angular)
         self.angle = float(angle)
         self.angle_ref = _choice("angle_ref", angle_ref, ANGLE_REFS)
@@ -394,6 +399,7 @@ class GradientGuidedSampling(Method):
         self._info = {
             "loss": "per-image soft Dice" + (" + pixel cross-entropy" if self._used_loss == "dice_ce" else ""),
             "loss_kind": self._used_loss,
+            "z_dim": int(np.asarray(state.manifold.latents).shape[1]),
             "labelled": int(m),
             "step": _stats(step),
             "relative_step": _stats(step / np.maximum(znorm, np.finfo(np.float64).tiny)),

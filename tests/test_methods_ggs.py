@@ -352,3 +352,40 @@ def test_ggs_differentiates_the_protocols_training_loss_by_default():
     method = GradientGuidedSampling(loss="dice")
     method.suggest(state, 2)  # an explicit loss overrides the protocol's
     assert method.round_info()["loss_kind"] == "dice"
+
+
+def test_a_ggs_z_dim_setting_gets_a_manifold_of_that_size(tmp_path, monkeypatch):
+    from albench.engine.jobs import MethodSpec
+    from albench.engine.protocol import parse_protocol
+    from albench.engine.replay import Replay
+
+    monkeypatch.setenv("ALBENCH_CACHE", str(tmp_path / "cache"))
+    text = """
+name = "gz"
+version = 1
+task = "brats"
+[data]
+dataset = "tiny"
+[budget]
+schedule = [0.1, 0.2]
+[segmenter]
+widths = [4, 8, 8, 16]
+bottleneck = 16
+[training]
+epochs = 1
+batch_size = 4
+[manifold]
+z_dim = 3
+epochs = 1
+batch_size = 8
+widths = [4, 8, 8, 8]
+[evaluation]
+batch_size = 16
+workers = 1
+"""
+    prot = parse_protocol(text, "gz.toml")
+    for z in (None, 2):
+        spec = MethodSpec.resolve("ggs", "ggs", {} if z is None else {"z_dim": z})
+        rec = Replay(prot, TinyStore(), spec, 0, record_path=tmp_path / f"z{z}.json", progress=None).run()
+        assert rec.rounds[0].suggest_info["z_dim"] == (3 if z is None else 2)
+    assert len(list((tmp_path / "cache" / "manifolds").glob("*.pt"))) == 2  # one cached manifold per z-dim

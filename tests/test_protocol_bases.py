@@ -35,6 +35,10 @@ FINGERPRINTS = {
     ("malc-curve", None): "c08c77c8b643ed91",
     ("malc-curve", "quick"): "168d97caed84dba2",
     ("malc-full", None): "5d91955dedb05156",
+    ("brats-ggs-angular", None): "8ea4ef83f958a872",
+    ("brats-ggs-angular", "quick"): "531b8e6244fa5cb5",
+    ("brats-ggs-zdim", None): "ebeee54803fefd3d",
+    ("brats-ggs-zdim", "quick"): "293a245b3323e28a",
     ("malc-full", "quick"): "5017d0602af3c0f0",
 }
 # the unfingerprinted part, recorded at the same time: (methods, seeds, reference)
@@ -44,6 +48,10 @@ RUN = {
        for n in ("brats-3pct", "brats-7pct", "brats-curve", "malc-24pct", "malc-42pct", "malc-curve")},
     **{(n, "quick"): (AL_RUN[0], (0, 1, 2), f"{n.split('-')[0]}-full")
        for n in ("brats-3pct", "brats-7pct", "brats-curve", "malc-24pct", "malc-42pct", "malc-curve")},
+    ("brats-ggs-angular", None): (("random", "ggs-no-angle", "ggs"), tuple(range(10)), "brats-full"),
+    ("brats-ggs-angular", "quick"): (("random", "ggs-no-angle", "ggs"), (0, 1, 2), "brats-full"),
+    ("brats-ggs-zdim", None): (("ggs-z3", "ggs-z10", "ggs-z50"), tuple(range(10)), "brats-full"),
+    ("brats-ggs-zdim", "quick"): (("ggs-z3", "ggs-z10", "ggs-z50"), (0, 1, 2), "brats-full"),
     ("brats-full", None): (("full",), tuple(range(10)), None),
     ("brats-full", "quick"): (("full",), (0,), None),
     ("malc-full", None): (("full",), tuple(range(10)), None),
@@ -53,14 +61,15 @@ RUN = {
 # Where a full-data reference may differ from a protocol that reports it, in result_dict() (the
 # fingerprinted settings), by profile. Everything else (data, segmenter, training, manifold,
 # evaluation) must be the same, or the "full" row of a table would come from another regime.
-#   name, budget.schedule, budget.report: the reference trains once on the whole pool ([1.0]).
+#   name, version (each protocol versions itself), budget.schedule, budget.report: the reference
+#   trains once on the whole pool ([1.0]).
 #   quick: the stopping rule -- the reference trains to a validation plateau (training.stop,
 #   val_cases, patience, max_epochs) where the AL rounds train a fixed number of steps (MALC's
 #   quick reference still trains fixed epochs/min_steps), documented in docs/protocols.md. Loss,
 #   lr schedule, batch size and learning rate must match. (Its single seed is not a result field.)
 ALLOWED_DRIFT = {
-    None: {"name", "budget.schedule", "budget.report"},
-    "quick": {"name", "budget.schedule", "budget.report", "training.epochs", "training.min_steps",
+    None: {"name", "version", "budget.schedule", "budget.report"},
+    "quick": {"name", "version", "budget.schedule", "budget.report", "training.epochs", "training.min_steps",
               "training.stop", "training.val_cases", "training.patience", "training.max_epochs"},
 }
 
@@ -104,7 +113,7 @@ def test_every_reference_shares_the_settings_of_its_protocols():
             diff = drift(prot.with_profile(profile), ref.with_profile(profile))
             assert diff <= ALLOWED_DRIFT[profile], (name, prot.reference, profile, sorted(diff - ALLOWED_DRIFT[profile]))
             checked += 1
-    assert checked == 12  # 6 AL protocols x (paper, quick)
+    assert checked == 16  # 8 AL protocols x (paper, quick)
 
 
 def test_drift_check_catches_a_protocol_that_leaves_its_reference_behind(tmp_path):
@@ -126,7 +135,8 @@ def test_shipped_protocols_state_only_what_differs_from_their_base():
         raw = tomllib.loads(protocol_path(name).read_text(encoding="utf-8"))
         task = load_protocol(name).task
         assert raw["extends"] == f"_base-{task}", name
-        assert set(raw) <= {"extends", "name", "version", "description", "reference", "budget", "run", "profiles"}, name
+        assert set(raw) <= {"extends", "name", "version", "description", "reference", "budget", "run", "profiles",
+                            "methods"}, name
         for profile in raw.get("profiles", {}).values():
             assert set(profile) <= {"budget", "run", "training"}, name
 

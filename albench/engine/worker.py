@@ -169,7 +169,13 @@ class _MethodSide:
 
             if self.ctx.manifold_config is None or self.manifold_store is None:
                 raise MethodError(f"{_where(self.ctx, None)}: this job has no manifold")
-            self._manifold = get_manifold(self.manifold_store, self.ctx.manifold_config, torch.device(self.ctx.device))
+            cfg = self.ctx.manifold_config
+            z_dim = getattr(self.method, "z_dim", None)  # a method may ask for another latent size
+            if z_dim is not None and int(z_dim) != cfg.z_dim:
+                import dataclasses
+
+                cfg = dataclasses.replace(cfg, z_dim=int(z_dim))
+            self._manifold = get_manifold(self.manifold_store, cfg, torch.device(self.ctx.device))
         return self._manifold
 
     def _state(self, inp: RoundInput, rng_stream: str) -> State:
