@@ -70,8 +70,11 @@ def test_fingerprint_ignores_methods_seeds_and_description():
     assert p.fingerprint == same.fingerprint
     other = parse_protocol(BASE.replace("[run]", "[training]\nepochs = 3\n[run]"), "t.toml")
     assert other.fingerprint != p.fingerprint
-    job = p.job_name("abcdef0123456789", "random", 3)
-    assert "t__paper__" in job and "abcdef012345" in job and job.endswith("random__seed3")
+    from albench.engine.jobs import MethodSpec
+    from albench.engine.replay import job_id
+
+    job = job_id(p, "abcdef0123456789", MethodSpec.resolve("random"), 3)
+    assert job.startswith(f"t__paper__{p.fingerprint[:8]}__abcdef012345__random__") and job.endswith("__seed3")
 
 
 @pytest.mark.parametrize("fraction,pool", [(0.005, 3000), (0.07, 100), (0.03, 1234), (0.001, 50), (1.0, 77)])

@@ -424,12 +424,6 @@ class Protocol(_Model):
         """This protocol re-validated with ``[profiles.<profile>]`` applied over the base."""
         return _build(self._raw, self._origins, self.source, profile, self.bases)
 
-    def job_name(self, dataset_fingerprint: str, method: str, seed: int) -> str:
-        """Stable job id: protocol, profile, protocol fingerprint, dataset fingerprint, method, seed."""
-        prof = self.profile or "paper"
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in method)
-        return f"{self.name}__{prof}__{self.fingerprint[:8]}__{dataset_fingerprint[:12]}__{safe}__seed{seed}"
-
 
 # -- errors ---------------------------------------------------------------------------------------
 
