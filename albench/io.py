@@ -24,7 +24,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        with open(tmp_path, "rb+") as fh:
+        with open(tmp_path, "ab") as fh:  # write-only: a process may be denied reads (sealed worker)
             os.fsync(fh.fileno())
         os.replace(tmp_path, final)
     except BaseException:

@@ -205,3 +205,18 @@ def test_resume_under_another_code_version_is_refused(store, tmp_path, monkeypat
     rec = Replay(protocol(), store, "random", 0, record_path=path, progress=None, allow_code_change=True).run()
     assert rec.status == "finished" and rec.code_version == "9.9.9+gdeadbeef" and len(rec.code_versions_resumed) == 1
     assert isinstance(rec, RunRecord) and strip_timings(rec)["status"] == "finished"
+
+
+def test_a_manifold_method_trains_and_caches_its_manifold_inside_the_seal(store, tmp_path):
+    text = PROTOCOL.format(seconds=300, memory=16384).replace(
+        "[evaluation]", "[manifold]\nz_dim = 2\nepochs = 1\nbatch_size = 8\nwidths = [4, 8, 8, 8]\n[evaluation]")
+    rec = Replay(parse_protocol(text, "seal.toml"), store, "ggs", 0, record_path=tmp_path / "g.json",
+                 progress=None).run()
+    assert rec.status == "finished" and rec.execution.fs_sealed
+    assert rec.rounds[0].suggest_info["z_dim"] == 2
+    from albench.resources import cache_dir
+
+    assert len(list((cache_dir() / "manifolds").glob("*.pt"))) == 1
+    again = Replay(parse_protocol(text, "seal.toml"), store, "ggs", 1, record_path=tmp_path / "g1.json",
+                   progress=None).run()  # a second job reads the cached manifold from inside its seal
+    assert again.status == "finished" and again.rounds[0].suggest_info["z_dim"] == 2

@@ -309,6 +309,9 @@ class Replay:
 
             ctx.images_path = str(ensure_pool_images(self.store))
             ctx.deny = label_paths(self.store)
+            # the worker can read only what exists when it seals itself: create the folders it
+            # writes to (the manifold cache) first
+            (cache_dir() / "manifolds").mkdir(parents=True, exist_ok=True)
             return SealedHost(ctx, annotator.ground_truth)
         return InProcessHost(ctx, annotator.ground_truth, StoreImages(self.store), manifold_store=self.store,
                              method=self.instance)
