@@ -219,3 +219,16 @@ def test_full_reference_can_train_to_a_validation_plateau(store, tmp_path):
     with pytest.raises(Exception, match="only for one-round protocols"):
         bad = parse_protocol(TINY.replace("min_steps = 2", 'min_steps = 2\nstop = "plateau"'), "tiny.toml")
         Replay(bad, store, "random", 0, record_path=tmp_path / "b.json", progress=None).run()
+
+
+def test_the_cards_flip_rule_reaches_the_trainer(protocol, tmp_path):
+    swapped = TinyStore(n_cases=6, depth=8, size=32)
+    swapped.meta = {"slice_filter": "none", "flip_lr": True, "lr_swap": [0, 2, 1]}
+    cfg = Replay(protocol, swapped, "random", 0, record_path=tmp_path / "a.json", progress=None)._train_config()
+    assert cfg.augment_config.label_swap == (0, 2, 1) and cfg.augment_config.flip_w_prob == 0.5
+    no_flips = TinyStore(n_cases=6, depth=8, size=32)
+    no_flips.meta = {"slice_filter": "none", "flip_lr": False}
+    cfg = Replay(protocol, no_flips, "random", 0, record_path=tmp_path / "b.json", progress=None)._train_config()
+    assert cfg.augment_config.flip_w_prob == 0.0
+    plain = Replay(protocol, TinyStore(), "random", 0, record_path=tmp_path / "c.json", progress=None)._train_config()
+    assert plain.augment_config.label_swap is None and plain.augment_config.flip_w_prob == 0.5

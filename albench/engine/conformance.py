@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

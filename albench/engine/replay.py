@@ -109,6 +109,18 @@ def dataset_info(store: Any) -> DatasetInfo:
     )
 
 
+def _augment_config(store: Any) -> Any:
+    """The AugmentConfig the store's card asks for: left/right label swaps on W flips, or no W
+    flips (None: the defaults)."""
+    from albench.data import flip_lut, flips_allowed
+    from albench.training.augment import AugmentConfig
+
+    if not flips_allowed(store):
+        return AugmentConfig(flip_w_prob=0.0)
+    lut = flip_lut(store)
+    return AugmentConfig(label_swap=lut) if lut is not None else None
+
+
 def job_id(protocol: Protocol, dataset_fingerprint: str, spec: MethodSpec, seed: int) -> str:
     """Stable job id: protocol, profile, protocol fingerprint, dataset fingerprint, method label,
     method settings hash, seed."""
@@ -205,6 +217,7 @@ class Replay:
         if not self.cases:
             raise AlbenchError(f"dataset {store.name} ({store.path}) has no test cases to evaluate on")
         self._sent = 0
+        self._augment = _augment_config(store)
 
     # -- building blocks -------------------------------------------------------------------
     def _new_model(self) -> torch.nn.Module:
@@ -229,27 +242,9 @@ class Replay:
         kwargs: dict[str, Any] = dict(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, augment=t.augment,
                                       amp=_amp(self.protocol), min_steps=t.min_steps, dice=t.dice,
                                       loss=t.loss, lr_schedule=t.lr_schedule)
-        lut = self._flip_lut()
-        if lut is not None or not self._flips_allowed():
-            from albench.training.augment import AugmentConfig
-
-            kwargs["augment_config"] = AugmentConfig(label_swap=lut) if self._flips_allowed() else \
-                AugmentConfig(flip_w_prob=0.0)
+        if self._augment is not None:
+            kwargs["augment_config"] = self._augment
         return self.backend.train_config(**kwargs)
-
-    def _flip_lut(self) -> tuple[int, ...] | None:
-        try:
-            from albench.data import flip_lut
-        except ImportError:
-            return None
-        return flip_lut(self.store) if hasattr(self.store, "meta") else None
-
-    def _flips_allowed(self) -> bool:
-        try:
-            from albench.data import flips_allowed
-        except ImportError:
-            return True
-        return flips_allowed(self.store) if hasattr(self.store, "meta") else True
 
     def _stopping_rule(self) -> str:
         t = self.protocol.training

@@ -9,7 +9,7 @@ that fails (a method error, a limit exceeded) is recorded as failed and the othe
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Protocol as TypingProtocol, Sequence
 

@@ -33,12 +33,11 @@ import io
 import json
 import multiprocessing as mp
 import os
-import sys
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -122,7 +121,6 @@ class JobContext:
     images_path: str | None = None
     deny: tuple[str, ...] = ()
     threads: int = 0
-    deterministic: bool = True
     limits: Limits = field(default_factory=Limits)
     env: dict[str, str] = field(default_factory=dict)
     training_loss: str = "dice"  # set in the worker (a forkserver keeps its own env)
@@ -314,12 +312,6 @@ def _recv_safe(conn: Any, where: str) -> _Reply:
     except (ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
         raise MethodError(f"{where}: the method's worker sent a malformed message ({exc})") from None
     return _Reply(kind, meta, arrays)
-
-
-def _pooled(out: Any) -> Any:
-    from albench.training.trainer import PooledFeatures
-
-    return PooledFeatures(encoder=[e.mean(dim=(2, 3)) for e in out.encoder], bottleneck=out.bottleneck.mean(dim=(2, 3)))
 
 
 def _worker_main(conn: Any, ctx: JobContext) -> None:  # pragma: no cover - runs in the child
