@@ -20,9 +20,8 @@ segmenter weights (``warm_start``; dropout has no weights, so the shapes always 
 trained *with dropout on* for ``epochs`` epochs (at least ``min_steps`` optimiser steps) on the
 labelled set (``state.images(state.labelled)``, ``state.labelled_labels()``) with
 ``albench.training.train_segmenter`` (Adam ``lr``, batch ``train_batch_size``, soft Dice
-``dice``). Augmentation (``augment``) is intensity + elastic without flips: the state does not
-carry the store's left/right label table, and a flip without it would teach wrong classes on
-MALC. Every random number (initialisation when not warm-started, slice order, augmentation,
+``dice``). Augmentation (``augment``) is the job's ``state.augment_config`` (the card's flip rule, with
+left/right label swaps on W flips); without one, intensity + elastic without flips. Every random number (initialisation when not warm-started, slice order, augmentation,
 dropout masks in training and in the T passes) comes from seeds drawn from ``state.rng``.
 
 With ``use_segmenter=True`` the round's segmenter (a copy) is sampled directly; that needs a
@@ -116,7 +115,7 @@ class BALD(Method):
     dropout > 0); ``warm_start`` = True (start the own model from the segmenter's weights);
     ``epochs`` = 10 and ``min_steps`` = 0 (the own model's training, the protocols' per-round
     schedule); ``train_batch_size`` = 32, ``lr`` = 1e-3, ``dice`` = "batch" (the protocols'
-    training); ``augment`` = True (intensity + elastic, no flips); ``batch_size`` = 32 pool slices
+    training); ``augment`` = True (the job's augmentation); ``batch_size`` = 32 pool slices
     per scoring chunk (each chunk holds T passes' running sums)."""
 
     requires = frozenset({"segmenter"})
@@ -194,7 +193,8 @@ class BALD(Method):
             labels = torch.as_tensor(np.asarray(state.labelled_labels())).long().to(state.device)
             cfg = TrainConfig(epochs=self.epochs, batch_size=self.train_batch_size, lr=self.lr,
                               augment=self.augment, min_steps=self.min_steps, dice=self.dice,
-                              augment_config=AugmentConfig(flip_w_prob=0.0, flip_h_prob=0.0))
+                              augment_config=getattr(state, "augment_config", None)
+                              or AugmentConfig(flip_w_prob=0.0, flip_h_prob=0.0))
             order = torch.Generator().manual_seed(int(seeds[1]))
             aug = torch.Generator().manual_seed(int(seeds[2]))
             with _fork_rng(state.device):

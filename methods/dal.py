@@ -9,8 +9,8 @@ whereas Dai et al. evaluated the ensemble of the 4 U-Nets: see ``docs/methods-da
 L (|L| draws with replacement from ``state.images(state.labelled)`` / ``state.labelled_labels()``)
 with the protocol's per-round schedule: ``epochs`` epochs (then whole epochs until ``min_steps``
 optimiser steps), batch ``train_batch_size``, Adam ``lr``, soft Dice (``dice``, ``loss``,
-``lr_schedule`` as the protocol's training fields), augmentation (intensity + elastic, no flips: the
-state has no left/right label table). ``init``: ``"segmenter"`` (default [ours]: every member
+``lr_schedule`` as the protocol's training fields), augmentation (the job's ``state.augment_config``:
+the card's flip rule with left/right label swaps; without one, no flips). ``init``: ``"segmenter"`` (default [ours]: every member
 starts from the round's segmenter weights, as BALD's own model does; resume-exact), ``"scratch"``
 (fresh initialisation per member, ``background_bias`` on the background logit as the protocols'
 U-Net) or ``"carry"`` (the paper's procedure read literally: each member keeps its weights from
@@ -252,18 +252,20 @@ def _fork_rng(device: torch.device):
 
 
 def _train_config(epochs: int, min_steps: int, batch_size: int, lr: float, dice: str, loss: str, lr_schedule: str,
-                  augment: bool) -> Any:
+                  augment: bool, augment_config: Any = None) -> Any:
+    """The members' TrainConfig; ``augment_config``: the job's (``state.augment_config``, which
+    swaps left/right labels on W flips where the dataset needs it); None = no flips."""
     from albench.training import AugmentConfig, TrainConfig
 
+    aug = augment_config if augment_config is not None else AugmentConfig(flip_w_prob=0.0, flip_h_prob=0.0)
     return TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, augment=augment, amp="auto", min_steps=min_steps,
-                       augment_config=AugmentConfig(flip_w_prob=0.0, flip_h_prob=0.0), dice=dice, loss=loss,
-                       lr_schedule=lr_schedule)
+                       augment_config=aug, dice=dice, loss=loss, lr_schedule=lr_schedule)
 
 
 def train_ensemble(model: EnsembleUNet, images: Tensor, labels: Tensor, boot: np.ndarray, *, epochs: int,
                    min_steps: int, batch_size: int, lr: float, dice: str, loss: str, lr_schedule: str,
                    augment: bool, order_seeds: Sequence[int], augment_seeds: Sequence[int],
-                   device: torch.device) -> dict[str, Any]:
+                   device: torch.device, augment_config: Any = None) -> dict[str, Any]:
     """Train every member of the grouped ``model`` on its bootstrap resample at once; member m
     follows exactly what ``albench.training.train_segmenter`` does to a lone U-Net on
     ``images[boot[m]]`` with ``order_rng`` seeded ``order_seeds[m]`` and ``augment_rng`` seeded
@@ -279,7 +281,7 @@ def train_ensemble(model: EnsembleUNet, images: Tensor, labels: Tensor, boot: np
     from albench.training.losses import segmentation_loss
     from albench.training.trainer import epoch_batches
 
-    cfg = _train_config(epochs, min_steps, batch_size, lr, dice, loss, lr_schedule, augment)
+    cfg = _train_config(epochs, min_steps, batch_size, lr, dice, loss, lr_schedule, augment, augment_config)
     m, k = model.members, model.num_classes
     n = int(boot.shape[1])
     boot_t = torch.as_tensor(boot, dtype=torch.int64)
@@ -361,13 +363,13 @@ class MemberList(nn.Module):
 def train_members(model: MemberList, images: Tensor, labels: Tensor, boot: np.ndarray, *, epochs: int,
                   min_steps: int, batch_size: int, lr: float, dice: str, loss: str, lr_schedule: str,
                   augment: bool, order_seeds: Sequence[int], augment_seeds: Sequence[int],
-                  device: torch.device) -> dict[str, Any]:
+                  device: torch.device, augment_config: Any = None) -> dict[str, Any]:
     """The sequential twin of :func:`train_ensemble`: member m is trained by
     ``albench.training.train_segmenter`` itself on ``images[boot[m]]`` / ``labels[boot[m]]``
     (gathered on the device, one member at a time) with its own Adam and seeds."""
     from albench.training import train_segmenter
 
-    cfg = _train_config(epochs, min_steps, batch_size, lr, dice, loss, lr_schedule, augment)
+    cfg = _train_config(epochs, min_steps, batch_size, lr, dice, loss, lr_schedule, augment, augment_config)
     steps, curves = 0, []
     for j, net in enumerate(model.nets):
         pos = torch.as_tensor(boot[j], dtype=torch.int64, device=images.device)
@@ -510,7 +512,8 @@ class DAL(Method):
                 result = train(model, images, labels, boot, epochs=self.epochs, min_steps=self.min_steps,
                                batch_size=self.train_batch_size, lr=self.lr, dice=self.dice, loss=self.loss,
                                lr_schedule=self.lr_schedule, augment=self.augment, order_seeds=seeds[m:2 * m],
-                               augment_seeds=seeds[2 * m:], device=state.device)
+                               augment_seeds=seeds[2 * m:], device=state.device,
+                               augment_config=getattr(state, "augment_config", None))
             info.update(train_steps=int(result["steps"]), train_seconds=round(time.perf_counter() - t, 3),
                         train_loss_last=[round(cv[-1], 5) for cv in result["loss_curves"]])
             del images, labels

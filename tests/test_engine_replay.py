@@ -232,3 +232,16 @@ def test_the_cards_flip_rule_reaches_the_trainer(protocol, tmp_path):
     assert cfg.augment_config.flip_w_prob == 0.0
     plain = Replay(protocol, TinyStore(), "random", 0, record_path=tmp_path / "c.json", progress=None)._train_config()
     assert plain.augment_config.label_swap is None and plain.augment_config.flip_w_prob == 0.5
+
+
+def test_methods_get_the_jobs_augmentation_in_their_worker(protocol, tmp_path):
+    from pathlib import Path
+
+    from albench.engine.jobs import MethodSpec
+
+    probe = str(Path(__file__).parent / "methods_for_tests" / "engine_probes.py") + ":ReportsAugment"
+    swapped = TinyStore(n_cases=6, depth=8, size=32)
+    swapped.meta = {"slice_filter": "none", "flip_lr": True, "lr_swap": [0, 2, 1]}
+    rec = Replay(protocol, swapped, MethodSpec.resolve("aug", probe), 0, record_path=tmp_path / "a.json",
+                 progress=None).run()
+    assert rec.rounds[0].suggest_info == {"label_swap": [0, 2, 1], "flip_w_prob": 0.5}

@@ -51,6 +51,7 @@ from albench.engine.schema import (
     TrainInfo,
 )
 from albench.engine.state import StoreImages
+from albench.training.augment import AugmentConfig
 from albench.engine.worker import (
     InProcessHost,
     JobContext,
@@ -113,7 +114,6 @@ def _augment_config(store: Any) -> Any:
     """The AugmentConfig the store's card asks for: left/right label swaps on W flips, or no W
     flips (None: the defaults)."""
     from albench.data import flip_lut, flips_allowed
-    from albench.training.augment import AugmentConfig
 
     if not flips_allowed(store):
         return AugmentConfig(flip_w_prob=0.0)
@@ -297,7 +297,7 @@ class Replay:
             aux_lr=float(self.protocol.training.lr), manifold_config=self._manifold_config(),
             threads=self.threads or (torch.get_num_threads() if self.mode == "sealed" else 0),
             limits=self._limits(), env={"ALBENCH_CACHE": str(cache_dir())},
-            training_loss=str(self.protocol.training.loss),
+            training_loss=str(self.protocol.training.loss), augment_config=self._augment or AugmentConfig(),
         )
         if self.mode == "sealed":
             from albench.engine.pool_images import ensure_pool_images

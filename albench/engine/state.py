@@ -45,7 +45,9 @@ class State:
     training pool), ``num_classes``, ``channels``, ``regions``, ``segmenter`` (a copy of the
     round's trained U-Net in eval mode, or None before training; changing it changes nothing in
     the engine), ``training_loss`` (the protocol's training loss, "dice" or "dice_ce": its per-slice
-    form is what gradient-based methods differentiate), ``history`` (earlier rounds: ``{"round", "added", "labelled_size",
+    form is what gradient-based methods differentiate), ``augment_config`` (the job's
+    ``albench.training.AugmentConfig``: left/right label swaps on W flips, or flips off, as the
+    dataset card says; give it to models a method trains itself), ``history`` (earlier rounds: ``{"round", "added", "labelled_size",
     "labelled_fraction", "train_loss"}``; never test metrics), ``method`` (the method's name),
     ``privileged``."""
 
@@ -57,9 +59,11 @@ class State:
                  regions: dict[str, list[int]], images: ImageSource, segmenter: torch.nn.Module | None,
                  history: Sequence[dict], manifold_fn: Callable[[], Any] | None = None,
                  ground_truth_fn: Callable[[np.ndarray], np.ndarray] | None = None, amp: bool | str = "auto",
-                 predict_fn: Callable[..., Iterator[torch.Tensor]] | None = None, training_loss: str = "dice"):
+                 predict_fn: Callable[..., Iterator[torch.Tensor]] | None = None, training_loss: str = "dice",
+                 augment_config: Any = None):
         self.round = int(round_)
         self.training_loss = str(training_loss)
+        self.augment_config = augment_config
         self.seed = int(seed)
         self.rng = rng
         self.device = torch.device(device)

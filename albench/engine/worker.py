@@ -122,8 +122,9 @@ class JobContext:
     deny: tuple[str, ...] = ()
     threads: int = 0
     limits: Limits = field(default_factory=Limits)
-    env: dict[str, str] = field(default_factory=dict)
-    training_loss: str = "dice"  # set in the worker (a forkserver keeps its own env)
+    env: dict[str, str] = field(default_factory=dict)  # set in the worker (a forkserver keeps its own env)
+    training_loss: str = "dice"
+    augment_config: Any = None  # the job's AugmentConfig (the card's flip rule)
 
 
 def _where(ctx: JobContext, round_: int | None) -> str:
@@ -197,7 +198,7 @@ class _MethodSide:
             images=self.images, segmenter=inp.segmenter, history=inp.history,
             manifold_fn=self._manifold_fn if "manifold" in m.requires else None,
             ground_truth_fn=self.ground_truth if m.privileged else None, amp=self.ctx.amp,
-            training_loss=self.ctx.training_loss,
+            training_loss=self.ctx.training_loss, augment_config=self.ctx.augment_config,
         )
 
     def build_aux(self, inp: RoundInput) -> dict[str, Any]:

@@ -60,3 +60,15 @@ class RandomWithAux(Method):
     def suggest(self, state, budget):
         assert self._head is not None and any(p.grad is not None for p in self._head.parameters())
         return state.rng.choice(np.asarray(state.pool, dtype=np.int64), size=budget, replace=False)
+
+
+class ReportsAugment(Method):
+    """Random picks; reports the job's augmentation as the worker's State has it."""
+
+    def suggest(self, state, budget):
+        self._seen = state.augment_config
+        return state.rng.choice(np.asarray(state.pool, dtype=np.int64), size=budget, replace=False)
+
+    def round_info(self):
+        a = self._seen
+        return {"label_swap": None if a.label_swap is None else list(a.label_swap), "flip_w_prob": a.flip_w_prob}
