@@ -17,6 +17,10 @@ _COMMAND_MODULES = (
     "albench.cli.metrics",
     "albench.cli.run",
     "albench.cli.calibrate",
+    "albench.cli.report",
+    "albench.cli.submit",
+    "albench.cli.verify",
+    "albench.cli.check",
 )
 
 EPILOG = """examples:
