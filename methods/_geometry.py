@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from albench.engine.method import Method
 from albench.errors import MethodError
 
 FEATURE_SOURCES = ("manifold", "segmenter", "latent")
@@ -78,6 +79,44 @@ def check_source(source: str) -> str:
     if source not in FEATURE_SOURCES:
         raise MethodError(f"features must be one of {FEATURE_SOURCES}, got {source!r}")
     return source
+
+
+class SubsetFeatureMethod(Method):
+    """Base of the methods that select on per-slice features of the labelled set plus a seeded
+    random subset of the pool (``coreset``, ``typiclust``, ``probcover``).
+
+    Subclasses set the public attributes ``features`` (one of :data:`FEATURE_SOURCES`),
+    ``subset`` (pool slices drawn as candidates, None = the whole pool) and ``batch_size``
+    (slices per segmenter pass), and leave their round summary in ``self._info``."""
+
+    features: str = "manifold"
+    subset: int | None = None
+    batch_size: int = 64
+
+    @property
+    def requires(self) -> frozenset:  # type: ignore[override]
+        """The VAE manifold unless the features come from the segmenter."""
+        return frozenset() if self.features == "segmenter" else frozenset({"manifold"})
+
+    def candidate_rows(self, state: Any, budget: int) -> tuple[np.ndarray, int]:
+        """(rows int64: ``state.labelled`` then the candidates, number of labelled rows). The
+        candidates are a subset of ``self.subset`` pool slices drawn with ``state.rng`` (the
+        whole pool when the subset is None or smaller than ``budget``)."""
+        pool = np.asarray(state.pool, np.int64)
+        lab = np.asarray(state.labelled, np.int64)
+        cand = pool[seeded_subset(state.rng, pool.size, self.subset)]
+        if budget > cand.size:
+            cand = pool
+        return np.concatenate([lab, cand]), int(lab.size)
+
+    def row_features(self, state: Any, rows: np.ndarray, normalise: bool = True) -> np.ndarray:
+        """float32 (len(rows), D) features of ``rows`` from ``self.features``, L2-normalised
+        unless ``normalise`` is False."""
+        x = pool_features(state, rows, self.features, self.batch_size)
+        return l2_normalise(x) if normalise else x
+
+    def round_info(self) -> dict[str, Any]:
+        return dict(getattr(self, "_info", {}))
 
 
 def l2_normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:

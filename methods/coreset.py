@@ -19,13 +19,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from albench.engine.method import Method, register_method
+from albench.engine.method import register_method
 from albench.errors import MethodError
-from albench.methods._geometry import check_source, k_center_greedy, l2_normalise, pool_features, seeded_subset
+from albench.methods._geometry import SubsetFeatureMethod, check_source, k_center_greedy
 
 
 @register_method("coreset")
-class CoreSet(Method):
+class CoreSet(SubsetFeatureMethod):
     """k-centre greedy on pooled features; see the module docstring.
 
     Parameters: features ("segmenter" spec / "manifold" / "latent"), normalise (L2-normalise the
@@ -46,28 +46,13 @@ class CoreSet(Method):
                               f"{self.batch_size}, {self.chunk}, {self.subset}")
         self._info: dict[str, Any] = {}
 
-    @property
-    def requires(self) -> frozenset:  # type: ignore[override]
-        """The VAE manifold only when the features come from it."""
-        return frozenset() if self.features == "segmenter" else frozenset({"manifold"})
-
     def suggest(self, state: Any, budget: int) -> Sequence[int]:
-        pool = np.asarray(state.pool, np.int64)
-        cand_rows = pool[seeded_subset(state.rng, pool.size, self.subset)]
-        if budget > cand_rows.size:
-            cand_rows = pool
-        rows = np.concatenate([np.asarray(state.labelled, np.int64), cand_rows])
-        x = pool_features(state, rows, self.features, self.batch_size)
-        if self.normalise:
-            x = l2_normalise(x)
-        n_lab = len(state.labelled)
+        rows, n_lab = self.candidate_rows(state, budget)
+        x = self.row_features(state, rows, normalise=self.normalise)
         picks, radii = k_center_greedy(x, np.arange(n_lab), budget, state.rng,
                                        candidates=np.arange(n_lab, rows.size), chunk=self.chunk, device=state.device)
         finite = radii[np.isfinite(radii)]
-        self._info = {"features": self.features, "candidates": int(cand_rows.size),
+        self._info = {"features": self.features, "candidates": int(rows.size - n_lab),
                       "radius_first": float(finite[0]) if finite.size else None,
                       "radius_last": float(finite[-1]) if finite.size else None}
         return rows[picks]
-
-    def round_info(self) -> dict[str, Any]:
-        return dict(self._info)

@@ -32,10 +32,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from albench.engine.method import Method, register_method
+from albench.engine.method import register_method
 from albench.errors import MethodError
-from albench.methods._geometry import (check_source, greedy_ball_coverage, l2_normalise, pool_features,
-                                       radius_graph, seeded_subset)
+from albench.methods._geometry import SubsetFeatureMethod, check_source, greedy_ball_coverage, radius_graph
 
 
 def other_label_distance(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -63,7 +62,7 @@ def purity_delta(x: np.ndarray, pseudo: np.ndarray, purity: float) -> float:
 
 
 @register_method("probcover")
-class ProbCover(Method):
+class ProbCover(SubsetFeatureMethod):
     """Greedy max coverage of delta-balls; see the module docstring.
 
     Parameters: features ("manifold" spec / "segmenter" / "latent"), delta (ball radius on
@@ -85,11 +84,6 @@ class ProbCover(Method):
                               f"{self.purity}, {self.purity_clusters}, {self.delta}")
         self._info: dict[str, Any] = {}
 
-    @property
-    def requires(self) -> frozenset:  # type: ignore[override]
-        """The VAE manifold unless the features come from the segmenter."""
-        return frozenset() if self.features == "segmenter" else frozenset({"manifold"})
-
     def choose_delta(self, x: np.ndarray, rng: np.random.Generator) -> float:
         """delta by the purity rule (module docstring) on the rows of ``x``."""
         from sklearn.cluster import KMeans
@@ -103,28 +97,20 @@ class ProbCover(Method):
 
     def suggest(self, state: Any, budget: int) -> Sequence[int]:
         rng = state.rng
-        pool = np.asarray(state.pool, np.int64)
-        lab = np.asarray(state.labelled, np.int64)
-        cand_rows = pool[seeded_subset(rng, pool.size, self.subset)]
-        if budget > cand_rows.size:
-            cand_rows = pool
-        rows = np.concatenate([lab, cand_rows])
-        x = l2_normalise(pool_features(state, rows, self.features, self.batch_size))
+        rows, n_lab = self.candidate_rows(state, budget)
+        x = self.row_features(state, rows)
         delta = self.delta if self.delta is not None else self.choose_delta(x, rng)
         indptr, indices = radius_graph(x, delta)
         covered = np.zeros(rows.size, bool)
-        for i in range(lab.size):
+        for i in range(n_lab):
             covered[indices[indptr[i]:indptr[i + 1]]] = True
         cand = np.zeros(rows.size, bool)
-        cand[lab.size:] = True
+        cand[n_lab:] = True
         covered_before = float(covered.mean()) if rows.size else 1.0
         picks, info = greedy_ball_coverage(indptr, indices, int(budget), cand, covered, rng)
         self._info = {"features": self.features, "delta": float(delta),
                       "delta_rule": "given" if self.delta is not None else f"purity {self.purity:g}",
                       "edges": int(indices.size), "mean_degree": float(indices.size / max(rows.size, 1)),
                       "covered_by_labelled": covered_before, "covered_after": info["covered_fraction"],
-                      "random_fill": int(info["random_fill"]), "candidates": int(cand_rows.size)}
+                      "random_fill": int(info["random_fill"]), "candidates": int(rows.size - n_lab)}
         return rows[picks]
-
-    def round_info(self) -> dict[str, Any]:
-        return dict(self._info)

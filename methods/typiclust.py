@@ -26,9 +26,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from albench.engine.method import Method, register_method
+from albench.engine.method import register_method
 from albench.errors import MethodError
-from albench.methods._geometry import check_source, l2_normalise, pick_max, pool_features, seeded_subset
+from albench.methods._geometry import SubsetFeatureMethod, check_source, pick_max
 
 
 def typicality(x: np.ndarray, knn: int) -> np.ndarray:
@@ -45,7 +45,7 @@ def typicality(x: np.ndarray, knn: int) -> np.ndarray:
 
 
 @register_method("typiclust")
-class TypiClust(Method):
+class TypiClust(SubsetFeatureMethod):
     """Typical points of the largest uncovered k-means clusters; see the module docstring.
 
     Parameters: features ("manifold" spec / "segmenter" / "latent"), max_clusters (500),
@@ -69,11 +69,6 @@ class TypiClust(Method):
                               f"{self.max_clusters}, {self.knn}, {self.batch_size}")
         self._info: dict[str, Any] = {}
 
-    @property
-    def requires(self) -> frozenset:  # type: ignore[override]
-        """The VAE manifold unless the features come from the segmenter."""
-        return frozenset() if self.features == "segmenter" else frozenset({"manifold"})
-
     def cluster(self, x: np.ndarray, n_clusters: int, rng: np.random.Generator) -> np.ndarray:
         """k-means labels (n,) of ``x`` into ``n_clusters`` clusters (scikit-learn)."""
         from sklearn.cluster import KMeans, MiniBatchKMeans
@@ -89,32 +84,30 @@ class TypiClust(Method):
 
     def suggest(self, state: Any, budget: int) -> Sequence[int]:
         rng = state.rng
-        pool = np.asarray(state.pool, np.int64)
-        lab = np.asarray(state.labelled, np.int64)
-        cand_rows = pool[seeded_subset(rng, pool.size, self.subset)]
-        if budget > cand_rows.size:
-            cand_rows = pool
-        rows = np.concatenate([lab, cand_rows])
-        x = l2_normalise(pool_features(state, rows, self.features, self.batch_size))
-        n_clusters = min(lab.size + int(budget), self.max_clusters)
+        rows, n_lab = self.candidate_rows(state, budget)
+        x = self.row_features(state, rows)
+        n_clusters = min(n_lab + int(budget), self.max_clusters)
         labels = self.cluster(x, n_clusters, rng)
         is_lab = np.zeros(rows.size, bool)
-        is_lab[: lab.size] = True
+        is_lab[:n_lab] = True
         sizes = np.bincount(labels, minlength=n_clusters)
         used = np.bincount(labels[is_lab], minlength=n_clusters)
+        untaken = np.bincount(labels[~is_lab], minlength=n_clusters)
         alive = sizes > self.min_cluster_size
+        by_cluster = np.argsort(labels, kind="stable")            # members of c, ascending
+        starts = np.concatenate([[0], np.cumsum(sizes)])
         taken = is_lab.copy()
         typ: dict[int, np.ndarray] = {}
         picks: list[int] = []
         clusters_used: set[int] = set()
         while len(picks) < budget:
-            free = alive & (np.bincount(labels[~taken], minlength=n_clusters) > 0)
+            free = alive & (untaken > 0)
             if not free.any():
                 break
             # fewest labelled first, then largest: maximise (-used, size)
             score = np.where(free, -used * (rows.size + 1) + sizes, np.iinfo(np.int64).min)
             c = pick_max(score, rng)
-            members = np.flatnonzero(labels == c)
+            members = by_cluster[starts[c]:starts[c + 1]]
             if c not in typ:
                 typ[c] = typicality(x[members], self.knn)
             t = np.where(taken[members], -np.inf, typ[c])
@@ -122,6 +115,7 @@ class TypiClust(Method):
             picks.append(j)
             taken[j] = True
             used[c] += 1
+            untaken[c] -= 1
             clusters_used.add(c)
         fill = 0
         if len(picks) < budget:
@@ -130,8 +124,5 @@ class TypiClust(Method):
             picks.extend(int(e) for e in extra)
             fill = int(extra.size)
         self._info = {"features": self.features, "clusters": int(n_clusters), "clusters_kept": int(alive.sum()),
-                      "clusters_picked": len(clusters_used), "random_fill": fill, "candidates": int(cand_rows.size)}
+                      "clusters_picked": len(clusters_used), "random_fill": fill, "candidates": int(rows.size - n_lab)}
         return rows[np.asarray(picks, np.int64)]
-
-    def round_info(self) -> dict[str, Any]:
-        return dict(self._info)

@@ -400,3 +400,45 @@ def test_clsmc_per_round_avoids_covered_clusters():
     state = build_state(store, train[[0, 1, 12, 13]], man)
     picks = ClsMC(one_shot=False).suggest(state, 1)
     assert cluster[np.searchsorted(train, picks[0])] == 2
+
+
+def _typiclust_reference(method: TypiClust, state: State, budget: int) -> np.ndarray:
+    """TypiClust's pick loop written the plain way (every pick rescans the whole candidate set:
+    O(budget x N)), with the same draws from ``state.rng`` as the method: the oracle for the
+    indexed loop of ``TypiClust.suggest``."""
+    rng = state.rng
+    pool, lab = np.asarray(state.pool), np.asarray(state.labelled)
+    cand = pool[geo.seeded_subset(rng, pool.size, method.subset)]
+    rows = np.concatenate([lab, cand if budget <= cand.size else pool])
+    x = geo.l2_normalise(geo.pool_features(state, rows, method.features, method.batch_size))
+    k = min(lab.size + budget, method.max_clusters)
+    labels = method.cluster(x, k, rng)
+    taken = np.zeros(rows.size, bool)
+    taken[: lab.size] = True
+    sizes, used = np.bincount(labels, minlength=k), np.bincount(labels[taken], minlength=k)
+    picks = []
+    while len(picks) < budget:
+        free = (sizes > method.min_cluster_size) & (np.bincount(labels[~taken], minlength=k) > 0)
+        if not free.any():
+            break
+        c = geo.pick_max(np.where(free, -used * (rows.size + 1) + sizes, np.iinfo(np.int64).min), rng)
+        members = np.flatnonzero(labels == c)
+        t = np.where(taken[members], -np.inf, typicality(x[members], method.knn))
+        j = int(members[geo.pick_max(t, rng)])
+        picks.append(j)
+        taken[j] = True
+        used[c] += 1
+    rest = np.flatnonzero(~taken)
+    picks.extend(rest[rng.permutation(rest.size)][: budget - len(picks)].tolist())
+    return rows[np.asarray(picks, np.int64)]
+
+
+@pytest.mark.parametrize("kwargs, budget", [({}, 40), ({"min_cluster_size": 1, "knn": 3, "max_clusters": 12}, 90),
+                                            ({"subset": 120, "max_clusters": 8}, 60)])
+def test_typiclust_indexed_loop_equals_the_plain_loop(kwargs, budget):
+    store = TinyStore(n_cases=30, depth=8, size=16)     # 224 training rows; budgets cycle over clusters
+    man = fake_manifold(store)
+    lab = np.random.default_rng(7).choice(store.rows("train"), 10, replace=False)
+    got = TypiClust(**kwargs).suggest(build_state(store, lab, man, seed=2), budget)
+    want = _typiclust_reference(TypiClust(**kwargs), build_state(store, lab, man, seed=2), budget)
+    assert np.array_equal(got, want)
