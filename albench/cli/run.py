@@ -17,11 +17,15 @@ RUN_EPILOG = """examples:
   albench run --protocol brats-7pct --dataset brats19       a store built earlier with albench data build
   albench run --protocol brats-3pct --method my_method.py:MyMethod --seeds 0,3 --out results/
   albench run --protocol brats-7pct --quick --set oracle.batch_size=64   a method hyperparameter
+  albench run --protocol brats-7pct --quick --jobs 2                 two jobs at once (threads split)
+  albench run --protocol brats-7pct --executor ray --address auto --gpus-per-job 0.5   a Ray cluster
 
 Records go to OUT/<protocol>__<profile>__<protocol fp>/<dataset>__<dataset fp>/<label>__<settings>__seed<k>.json;
 re-running skips finished jobs and resumes killed ones from their last finished round. Each method
 runs in a sealed worker process that holds no labels (--in-process for debugging). A job that fails
-is listed at the end and the command exits 1; the other jobs still run."""
+is listed at the end and the command exits 1; the other jobs still run. Round 0 of each seed is
+computed once and shared by the methods (OUT/.../round0/). On a terminal, progress is one live
+line per running job and an overall bar; --quiet prints only the table."""
 
 DEFAULT_REAL = {"brats": "brats19", "malc": "malc"}
 
@@ -44,7 +48,18 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-reference", action="store_true", help="skip the full-data reference row")
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads for torch (default: torch's choice; 1 helps on an oversubscribed machine)")
-    p.add_argument("--quiet", action="store_true", help="no per-round progress lines")
+    p.add_argument("--quiet", action="store_true", help="no progress (for scripts): only the table and paths")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="run N jobs at once in local processes (torch threads per job: cores // N unless "
+                        "--threads; one GPU each, round-robin, when there are several)")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local (this machine, default) or ray (Ray tasks; needs the albench[ray] extra)")
+    p.add_argument("--address", help="with --executor ray: the cluster to join ('auto': the one `ray start` "
+                                     "made on this node; default: start a local Ray)")
+    p.add_argument("--gpus-per-job", type=float, default=None, metavar="F",
+                   help="with --executor ray: GPUs per job, e.g. 0.5 (default: 1 with a CUDA device, else 0)")
+    p.add_argument("--no-shared-round0", action="store_true",
+                   help="compute round 0 in every job instead of once per seed (to check the sharing)")
     p.add_argument("--reports", type=Path, default=Path("reports"),
                    help="where calibrations are kept (albench calibrate; default: ./reports)")
     p.add_argument("--set", action="append", default=[], metavar="LABEL.PARAM=VALUE", dest="params",
@@ -100,10 +115,43 @@ def load_protocol_and_threads(args: argparse.Namespace) -> Any:
     return load_protocol(args.protocol, "quick" if args.quick else args.profile)
 
 
+def make_executor(args: argparse.Namespace, device: str) -> Any:
+    """The executor asked for by ``--jobs`` / ``--executor`` (None: in process, one job at a time)."""
+    from albench.engine.runner import JobFailure
+
+    if args.jobs < 1:
+        raise AlbenchError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.executor == "ray":
+        if args.jobs != 1:
+            raise AlbenchError("--jobs is for the local executor; with --executor ray, Ray decides how many jobs run "
+                               "at once (CPUs per job: --threads, GPUs per job: --gpus-per-job)")
+        from albench.engine.executors.ray_executor import RayExecutor, import_ray
+
+        import_ray()
+        gpus = args.gpus_per_job if args.gpus_per_job is not None else (1.0 if device.startswith("cuda") else 0.0)
+        if gpus > 0 and not device.startswith("cuda"):
+            raise AlbenchError(f"--gpus-per-job {gpus:g} with --device {device}: give --device cuda (jobs on a GPU) "
+                               "or --gpus-per-job 0")
+        return RayExecutor(address=args.address, gpus_per_job=gpus, cpus_per_job=float(max(1, args.threads)),
+                           failure=JobFailure)
+    if args.address or args.gpus_per_job is not None:
+        raise AlbenchError("--address and --gpus-per-job are options of --executor ray")
+    if args.jobs == 1:
+        return None
+    from albench.engine.executors import LocalExecutor
+
+    return LocalExecutor(args.jobs, threads=args.threads or None, failure=JobFailure)
+
+
+def _board(args: argparse.Namespace, protocol: Any, n_jobs: int) -> Any:
+    from albench.engine.progress import ProgressBoard
+
+    return None if args.quiet else ProgressBoard(n_jobs, len(protocol.budget.schedule))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from albench.engine.protocol import load_protocol
     from albench.engine.records import experiment_dir
-    from albench.engine.replay import stderr_progress
     from albench.engine.report import format_table, summarize
     from albench.engine.jobs import parse_param
     from albench.engine.runner import Runner, parse_seeds
@@ -115,10 +163,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else list(protocol.methods)
     methods += args.method
     seeds = parse_seeds(args.seeds) if args.seeds else list(protocol.seeds)
-    device = str(resolve_device(args.device))
+    if args.executor == "ray" and args.device.startswith("cuda"):
+        device = args.device  # the GPUs are on the Ray nodes; RayExecutor checks the cluster has them
+    else:
+        device = str(resolve_device(args.device))
     started = time.perf_counter()
     store = _store(args, protocol)
-    progress = None if args.quiet else stderr_progress
+    executor = make_executor(args, device)
     _log(args, f"{protocol.label}: dataset {store.name} (fingerprint {store.fingerprint[:12]}), "
                f"{len(store.rows('train'))} training slices, {len(store.cases('test'))} test cases; "
                f"methods {', '.join(methods)}; seeds {seeds}; device {device}")
@@ -127,8 +178,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         label, param, value = parse_param(text)
         overrides.setdefault(label, {})[param] = value
     mode = "in-process" if args.in_process else "sealed"
-    runner = Runner(protocol, store, methods=methods, seeds=seeds, out=args.out, device=device, progress=progress,
-                    mode=mode, overrides=overrides, allow_code_change=args.allow_code_change, threads=args.threads)
+    share = not args.no_shared_round0
+    runner = Runner(protocol, store, methods=methods, seeds=seeds, out=args.out, device=device, progress=None,
+                    mode=mode, overrides=overrides, allow_code_change=args.allow_code_change, threads=args.threads,
+                    executor=executor, share_round0=share)
+    runner.progress = _board(args, protocol, len(runner.jobs()))
     records = runner.run()
     failures = list(runner.failures)
     reference: list[dict] = []
@@ -138,8 +192,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if profile is not None and profile in ref.profiles:
             ref = ref.with_profile(profile)
         ref_seeds = parse_seeds(args.seeds) if args.seeds else list(ref.seeds)
-        ref_runner = Runner(ref, store, seeds=ref_seeds, out=args.out, device=device, progress=progress, mode=mode,
-                            allow_code_change=args.allow_code_change, threads=args.threads)
+        ref_runner = Runner(ref, store, seeds=ref_seeds, out=args.out, device=device, progress=None, mode=mode,
+                            allow_code_change=args.allow_code_change, threads=args.threads, executor=executor,
+                            share_round0=share)
+        ref_runner.progress = _board(args, ref, len(ref_runner.jobs()))
         reference = ref_runner.run()
         failures += ref_runner.failures
         ref_dir = ref_runner.exp_dir

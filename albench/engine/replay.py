@@ -176,12 +176,15 @@ class Replay:
 
     ``method``: a :class:`MethodSpec` (or a registry name / ``file.py:Class``), constructed
     afresh for the job where it runs; or, for debugging, a Method instance (in-process only).
-    ``mode``: "sealed" (a worker process per job, the default) or "in-process"."""
+    ``mode``: "sealed" (a worker process per job, the default) or "in-process".
+    ``share_round0``: take round 0 from (or publish it to) the experiment folder's shared
+    round 0 (:mod:`albench.engine.round0`) when the method has no round-0 training aux."""
 
     def __init__(self, protocol: Protocol, store: Any, method: MethodSpec | str | Method, seed: int, *,
                  record_path: Path, device: str | torch.device = "cpu", progress: Progress | None = stderr_progress,
                  backend: Backend | None = None, on_round_end: Callable[[int], None] | None = None,
-                 mode: str = "sealed", allow_code_change: bool = False, threads: int = 0):
+                 mode: str = "sealed", allow_code_change: bool = False, threads: int = 0,
+                 share_round0: bool = False):
         if mode not in MODES:
             raise AlbenchError(f"execution mode {mode!r}: use one of {', '.join(MODES)}")
         self.instance: Method | None = None
@@ -209,6 +212,8 @@ class Replay:
         self.mode = mode
         self.allow_code_change = allow_code_change
         self.threads = int(threads)
+        # round 0 is shared only with the default backend (a test's fake backend trains differently)
+        self.round0_dir = self.record_path.parent / "round0" if share_round0 and backend is None else None
         self.pool = np.asarray(store.rows("train"), dtype=np.int64)
         if self.pool.size == 0:
             raise AlbenchError(f"dataset {store.name} ({store.path}) has no training slices; rebuild the store")
@@ -443,22 +448,38 @@ class Replay:
             x_train, y_train = x[stop[1]], y[stop[1]]
         else:
             x_train, y_train = x, y
-        result = self.backend.train(
-            model, optimizer, x_train, y_train, self._train_config(),
-            order_rng=rngs.torch_generator(self.seed, "order", r),
-            augment_rng=rngs.torch_generator(self.seed, "augment", r),
-            device=self.device, **kwargs,
-        )
+        aux_done: dict[str, Any] = {}
+
+        def train_and_evaluate() -> tuple[dict[str, Any], dict[str, Any]]:
+            result = self.backend.train(
+                model, optimizer, x_train, y_train, self._train_config(),
+                order_rng=rngs.torch_generator(self.seed, "order", r),
+                augment_rng=rngs.torch_generator(self.seed, "augment", r),
+                device=self.device, **kwargs,
+            )
+            if aux is not None:
+                aux_done.update(host.aux_end(r))
+            model.eval()
+            ev = evaluate_segmenter(model, self.store, self.cases, device=self.device,
+                                    batch_size=prot.evaluation.batch_size, amp=_amp(prot),
+                                    workers=prot.evaluation.workers)
+            train = {"loss_curve": [float(v) for v in result.loss_curve], "steps": int(getattr(result, "steps", 0)),
+                     "seconds": float(result.seconds), "val_curve": [float(v) for v in getattr(result, "val_curve", [])],
+                     "best_epoch": getattr(result, "best_epoch", None)}
+            return train, ev.to_dict()
+
+        if r == 0 and aux is None and self.round0_dir is not None:
+            from albench.engine.round0 import shared_round0
+
+            train, evd, _ = shared_round0(self.round0_dir, self._round0_key(), model, optimizer, train_and_evaluate,
+                                          device=self.device)
+            model.eval()
+        else:
+            train, evd = train_and_evaluate()
         aux_info = None
         if aux is not None:
-            done = host.aux_end(r)
             aux_info = AuxInfo(track="joint" if aux.joint else "fair", features=aux.features,
-                               loss_curve=list(done.get("loss_curve", [])), steps=int(done.get("steps", 0)))
-        model.eval()
-        ev = evaluate_segmenter(model, self.store, self.cases, device=self.device,
-                                batch_size=prot.evaluation.batch_size, amp=_amp(prot),
-                                workers=prot.evaluation.workers)
-        evd = ev.to_dict()
+                               loss_curve=list(aux_done.get("loss_curve", [])), steps=int(aux_done.get("steps", 0)))
         collapsed = [reg for reg in evd["mean"]
                      if all(case[reg]["pred_empty"] for case in evd["cases"].values())
                      and not all(case[reg]["gt_empty"] for case in evd["cases"].values())]
@@ -467,11 +488,10 @@ class Replay:
             round=r, schedule_fraction=prot.budget.schedule[r], labelled_size=int(labelled.size),
             labelled_fraction=labelled.size / self.pool.size, labelled=sorted(int(i) for i in labelled),
             added=[q.index for q in log], query_log=log,
-            train=TrainInfo(loss_curve=[float(v) for v in result.loss_curve], steps=int(getattr(result, "steps", 0)),
-                            seconds=float(result.seconds), aux=aux_info, stopping=self._stopping_rule(),
-                            val_cases=stop[2] if stop is not None else [],
-                            val_curve=[float(v) for v in getattr(result, "val_curve", [])],
-                            best_epoch=getattr(result, "best_epoch", None), train_slices=int(x_train.shape[0])),
+            train=TrainInfo(loss_curve=train["loss_curve"], steps=train["steps"], seconds=train["seconds"], aux=aux_info,
+                            stopping=self._stopping_rule(), val_cases=stop[2] if stop is not None else [],
+                            val_curve=train["val_curve"], best_epoch=train["best_epoch"],
+                            train_slices=int(x_train.shape[0])),
             eval=EvalInfo(**evd, collapsed=collapsed),
         )
         if r < len(self.sizes) - 1:
@@ -492,6 +512,15 @@ class Replay:
             x = torch.cat([x, torch.as_tensor(self.store.images(picks)).to(self.device)])
             y = torch.cat([y, torch.as_tensor(new_labels).to(self.device)])
         return entry, model, optimizer, (x, y)
+
+    def _round0_key(self) -> str:
+        from albench.engine.round0 import round0_key
+        from albench.engine.schema import NUMERICS_VERSION
+
+        return round0_key(protocol_fingerprint=self.protocol.fingerprint, dataset_fingerprint=self.store.fingerprint,
+                          content_hash=getattr(self.store, "content_hash", None), seed=self.seed,
+                          device_type=self.device.type, code_version=code_version(),
+                          numerics_version=NUMERICS_VERSION)
 
     def _write_failed(self, record: RunRecord, round_: int, exc: BaseException) -> None:
         failed = record.model_copy(deep=True)

@@ -1,19 +1,25 @@
-"""Jobs over methods x seeds, and the executors that run them.
+"""Jobs over methods x seeds, and running them through an executor.
 
 A job is one (protocol, dataset, method settings, seed) replay (:class:`JobSpec`). Jobs are
 independent and keyed by their record path, which encodes the method's settings hash, so
-re-running skips finished jobs and resumes killed ones. The :class:`InProcessExecutor` runs
-them one after another in this process (each method still runs in its own sealed worker). A job
-that fails (a method error, a limit exceeded) is recorded as failed and the other jobs go on;
-``Runner.failures`` lists them."""
+re-running skips finished jobs and resumes killed ones. Executors (:mod:`albench.engine.executors`)
+decide where jobs run: one after another in this process (the default), in N local processes
+(``--jobs N``) or as Ray tasks (``--executor ray``); each method still runs in its own sealed
+worker. A job that fails (a method error, a limit exceeded) is recorded as failed and the other
+jobs go on; ``Runner.failures`` lists them. Round 0 of the evaluated segmenter is computed once
+per (protocol, dataset, seed) and shared by every method without a round-0 training aux
+(:mod:`albench.engine.round0`)."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Protocol as TypingProtocol, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from albench.engine.executors import Emit, Executor, InProcessExecutor, JobEvents
 from albench.engine.jobs import MethodSpec
+from albench.engine.progress import LineEvents
 from albench.engine.protocol import Protocol
 from albench.engine.records import experiment_dir, read_record, record_path
 from albench.engine.replay import Backend, Progress, Replay, stderr_progress
@@ -23,7 +29,10 @@ from albench.errors import AlbenchError
 
 @dataclass(frozen=True)
 class JobSpec:
-    """Everything needed to run one job anywhere: picklable (the store is given by path)."""
+    """Everything needed to run one job anywhere: picklable (the store is given by path).
+
+    ``threads``: torch threads of the job's method worker (0: the process's). ``share_round0``:
+    use (or compute and publish) the shared round 0 of its (protocol, dataset, seed)."""
 
     protocol: Protocol
     method: MethodSpec
@@ -32,6 +41,9 @@ class JobSpec:
     store_path: str
     device: str
     mode: str = "sealed"
+    threads: int = 0
+    allow_code_change: bool = False
+    share_round0: bool = True
 
 
 @dataclass(frozen=True)
@@ -41,18 +53,11 @@ class JobFailure:
     job: JobSpec
     error: str
 
-
-class Executor(TypingProtocol):
-    """Runs jobs and returns their results in job order."""
-
-    def run(self, jobs: Sequence[JobSpec], fn: Callable[[JobSpec], Any]) -> list[Any]: ...
+    status = "failed"
 
 
-class InProcessExecutor:
-    """Runs jobs sequentially in the current process (the default)."""
-
-    def run(self, jobs: Sequence[JobSpec], fn: Callable[[JobSpec], Any]) -> list[Any]:
-        return [fn(job) for job in jobs]
+def _failure(job: JobSpec, message: str) -> JobFailure:
+    return JobFailure(job, message)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -95,25 +100,56 @@ def method_specs(protocol: Protocol, labels: Sequence[str] | None = None,
     return out
 
 
-def _open(path: Path) -> Any:
+def _open(path: Path | str) -> Any:
     from albench.data import open_store
 
+    if str(path).startswith("memory://"):
+        raise AlbenchError(f"store {path} lives in memory; pass the store object to run_job (or run in process)")
     return open_store(path)
+
+
+def run_job(job: JobSpec, emit: Emit | None = None, *, store: Any = None, backend: Backend | None = None,
+            on_round_end: Callable[[int], None] | None = None) -> RunRecord | JobFailure:
+    """Run (or resume, or skip when finished) one job in this process: what every executor calls.
+    ``emit(kind, text)`` gets a "round" line per finished round and "note"s; ``store``: an open
+    store (default: opened from ``job.store_path``). A failure is returned, not raised, so that
+    the other jobs go on."""
+    existing = read_record(job.record_path)
+    if existing is not None and existing.status == "finished":
+        if emit:
+            emit("note", f"{existing.job}: finished earlier, skipped ({job.record_path})")
+        return existing
+    if store is None or str(store.path) != str(job.store_path):
+        store = _open(job.store_path)
+    replay = Replay(job.protocol, store, job.method, job.seed, record_path=job.record_path, device=job.device,
+                    progress=(lambda line: emit("round", line)) if emit else None, backend=backend,
+                    mode=job.mode, allow_code_change=job.allow_code_change, threads=job.threads,
+                    share_round0=job.share_round0, on_round_end=on_round_end)
+    try:
+        return replay.run()
+    except AlbenchError as exc:
+        failure = _failure(job, f"{type(exc).__name__}: {exc}")
+        if emit:
+            emit("note", f"FAILED {job.method.label} seed {job.seed}: {failure.error}")
+        return failure
 
 
 class Runner:
     """Plans and runs the jobs of one protocol on one store.
 
-    ``store``: an open SliceStore (reused in process). ``methods``: labels of the protocol (or
-    registry names / ``file.py:Class`` specs), or MethodSpecs. Records go under
-    ``experiment_dir(out, protocol, store)``. ``mode``: "sealed" (default) or "in-process"."""
+    ``store``: an open SliceStore (reused in process, pickled to other processes). ``methods``:
+    labels of the protocol (or registry names / ``file.py:Class`` specs), or MethodSpecs. Records
+    go under ``experiment_dir(out, protocol, store)``. ``mode``: "sealed" (default) or
+    "in-process". ``progress``: a ``progress(line)`` callable, or a JobEvents sink such as
+    :class:`albench.engine.progress.ProgressBoard`. ``executor``: default in process.
+    ``share_round0``: share round 0 across methods (default; off only to check it)."""
 
     def __init__(self, protocol: Protocol, store: Any, *, methods: Sequence[str | MethodSpec] | None = None,
                  seeds: Sequence[int] | None = None, out: str | Path = "runs", device: str = "cpu",
-                 progress: Progress | None = stderr_progress, executor: Executor | None = None,
+                 progress: Progress | JobEvents | None = stderr_progress, executor: Executor | None = None,
                  backend: Backend | None = None, mode: str = "sealed",
                  overrides: Mapping[str, Mapping[str, Any]] | None = None, allow_code_change: bool = False,
-                 threads: int = 0):
+                 threads: int = 0, share_round0: bool = True):
         self.protocol = protocol
         self.store = store
         given = list(methods or protocol.methods)
@@ -130,11 +166,14 @@ class Runner:
         self.mode = mode
         self.allow_code_change = allow_code_change
         self.threads = threads
+        self.share_round0 = share_round0
         self.failures: list[JobFailure] = []
         labels_seen: dict[str, str] = {}
         for s in self.specs:
             if labels_seen.setdefault(s.label, s.settings_hash) != s.settings_hash:
                 raise AlbenchError(f"two methods are labelled {s.label!r} with different settings; give each its own label")
+        if backend is not None and not isinstance(self.executor, InProcessExecutor):
+            raise AlbenchError("a custom Backend runs only with the in-process executor")
 
     @property
     def exp_dir(self) -> Path:
@@ -144,42 +183,42 @@ class Runner:
         """One job per (method, seed), methods outer."""
         return [
             JobSpec(self.protocol, spec, seed, record_path(self.exp_dir, spec, seed), str(self.store.path),
-                    str(self.device), self.mode)
+                    str(self.device), self.mode, self.threads, self.allow_code_change,
+                    self.share_round0 and self.backend is None)
             for spec in self.specs for seed in self.seeds
         ]
 
-    def execute(self, job: JobSpec) -> RunRecord | JobFailure:
-        """Run (or resume, or skip when finished) one job in this process; a failure is returned,
-        not raised, so that the other jobs go on."""
-        existing = read_record(job.record_path)
-        if existing is not None and existing.status == "finished":
-            if self.progress:
-                self.progress(f"{existing.job}: finished earlier, skipped ({job.record_path})")
-            return existing
-        store = self.store if str(self.store.path) == str(job.store_path) else _open(job.store_path)
-        replay = Replay(job.protocol, store, job.method, job.seed, record_path=job.record_path, device=job.device,
-                        progress=self.progress, backend=self.backend, mode=job.mode,
-                        allow_code_change=self.allow_code_change, threads=self.threads)
-        try:
-            return replay.run()
-        except AlbenchError as exc:
-            failure = JobFailure(job, f"{type(exc).__name__}: {exc}")
-            if self.progress:
-                self.progress(f"FAILED {job.method.label} seed {job.seed}: {failure.error}")
-            return failure
+    def _events(self) -> JobEvents | None:
+        if self.progress is None:
+            return None
+        if hasattr(self.progress, "emit") and hasattr(self.progress, "done"):
+            return self.progress  # type: ignore[return-value]
+        return LineEvents(self.progress)  # type: ignore[arg-type]
+
+    def execute(self, job: JobSpec, emit: Emit | None = None) -> RunRecord | JobFailure:
+        """Run one job in this process, reusing the open store."""
+        return run_job(job, emit, store=self.store, backend=self.backend)
+
+    def job_function(self) -> Callable[[JobSpec, Emit | None], RunRecord | JobFailure]:
+        """The function the executor calls per job: the bound ``execute`` in process, a picklable
+        ``run_job`` carrying the store elsewhere."""
+        if isinstance(self.executor, InProcessExecutor):
+            return self.execute
+        return functools.partial(run_job, store=self.store)
 
     def run(self) -> list[RunRecord]:
         """Run every job; returns the finished records in job order (failures in ``failures``)."""
-        results = self.executor.run(self.jobs(), self.execute)
+        results = self.executor.run(self.jobs(), self.job_function(), self._events())
         self.failures = [r for r in results if isinstance(r, JobFailure)]
         return [r for r in results if isinstance(r, RunRecord)]
 
 
 def execute_job(job: JobSpec) -> RunRecord:
-    """Run one job from scratch in any process (what a remote executor calls)."""
-    store = _open(job.store_path)
-    return Replay(job.protocol, store, job.method, job.seed, record_path=job.record_path,
-                  device=job.device, mode=job.mode).run()
+    """Run one job from its spec in any process; raises when it fails."""
+    result = run_job(job)
+    if isinstance(result, JobFailure):
+        raise AlbenchError(result.error)
+    return result
 
 
 def finished_records(paths: Iterable[Path]) -> list[RunRecord]:
