@@ -17,12 +17,14 @@ from albench.reporting.output import clean_json, publish_folder, report_date
 
 
 def reference_protocol(protocol: Any) -> Any | None:
-    """The full-data reference protocol of ``protocol`` (with the same profile when it has it)."""
+    """The full-data reference protocol of ``protocol`` (a file of that name beside the protocol's own
+    file, else the shipped one), with the same profile when it has it."""
     if not protocol.reference:
         return None
     from albench.engine.protocol import load_protocol
 
-    ref = load_protocol(protocol.reference)
+    beside = Path(protocol.source).parent / f"{protocol.reference}.toml" if protocol.source else None
+    ref = load_protocol(beside if beside is not None and beside.is_file() else protocol.reference)
     if protocol.profile is not None and protocol.profile in ref.profiles:
         ref = ref.with_profile(protocol.profile)
     return ref

@@ -110,10 +110,14 @@ def build_model(coll: Collection, *, calibration: dict[str, Any] | None = None, 
                      "spec": m.first.method.spec, "settings_hash": m.settings_hash,
                      "privileged": m.privileged, "reference": m.is_reference, "seeds": m.seeds, "complete": complete,
                      "ranked": complete and not m.privileged and not m.is_reference})
+    ref = coll.reference
+    if ref is not None:
+        rows.append({"key": ref.key, "name": display_name(ref), "label": ref.label, "method": ref.first.method.name,
+                     "spec": ref.first.method.spec, "settings_hash": ref.settings_hash, "privileged": False,
+                     "reference": True, "seeds": ref.seeds, "complete": True, "ranked": False})
     by_key = {m.key: m for m in methods}
     ranked = [r["key"] for r in rows if r["ranked"]]
     tested = [r["key"] for r in rows if r["complete"] and not r["reference"]]
-    ref = coll.reference
 
     tables: dict[str, Any] = {}
     stats_out: dict[str, Any] = {"pairwise": {}, "vs_random": {}, "top_two": {}}
