@@ -520,7 +520,8 @@ class Replay:
         return round0_key(protocol_fingerprint=self.protocol.fingerprint, dataset_fingerprint=self.store.fingerprint,
                           content_hash=getattr(self.store, "content_hash", None), seed=self.seed,
                           device_type=self.device.type, code_version=code_version(),
-                          numerics_version=NUMERICS_VERSION)
+                          numerics_version=NUMERICS_VERSION,
+                          cpu_threads=torch.get_num_threads() if self.device.type == "cpu" else 0)
 
     def _write_failed(self, record: RunRecord, round_: int, exc: BaseException) -> None:
         failed = record.model_copy(deep=True)

@@ -6,7 +6,8 @@ initial weights (``weights``), the same training (``order``, ``augment``, ``torc
 round 0) and the same evaluation. The first job to reach it computes it and publishes an
 artefact under the experiment folder, ``<exp>/round0/<key>.pt``; the others load it. The key is
 a sha256 of everything that can change the round: protocol fingerprint, dataset fingerprint
-and content hash, seed, device type, code version and numerics version. The artefact holds the
+and content hash, seed, device type (and torch's thread count on a CPU, which changes float
+sums in the last bits), code version and numerics version. The artefact holds the
 trained model's and optimiser's state dicts, torch's RNG state after the round, the training
 result and the evaluation, and is written atomically; an exclusive ``flock`` on
 ``<key>.lock`` makes parallel jobs (``--jobs``, Ray on a shared folder) wait for the one
@@ -33,10 +34,12 @@ ROUND0_FORMAT = "albench-round0/1"
 
 
 def round0_key(*, protocol_fingerprint: str, dataset_fingerprint: str, content_hash: str | None, seed: int,
-               device_type: str, code_version: str, numerics_version: int) -> str:
-    """The content address of one round 0 (hex sha256)."""
+               device_type: str, code_version: str, numerics_version: int, cpu_threads: int = 0) -> str:
+    """The content address of one round 0 (hex sha256). ``cpu_threads``: torch's intra-op thread
+    count on a CPU (float sums change in the last bits with it), 0 on a GPU."""
     payload = json.dumps({"format": ROUND0_FORMAT, "protocol": protocol_fingerprint, "dataset": dataset_fingerprint,
                           "content": content_hash, "seed": int(seed), "device": device_type,
+                          "cpu_threads": int(cpu_threads),
                           "code": code_version, "numerics": int(numerics_version)}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
