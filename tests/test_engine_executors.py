@@ -176,3 +176,106 @@ def test_missing_ray_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(AlbenchError, match=r"pip install 'albench\[ray\]'"):
         import_ray()
+
+
+# -- progress -----------------------------------------------------------------------------------
+class _Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+class _Job:
+    def __init__(self, label, seed):
+        self.method = type("M", (), {"label": label})()
+        self.seed = seed
+
+
+class _Done:
+    status = "finished"
+
+
+def test_plain_progress_prints_every_line_and_a_summary_per_job():
+    import io
+
+    from albench.engine.progress import ProgressBoard
+
+    out, clock = io.StringIO(), _Clock()
+    board = ProgressBoard(2, 2, stream=out, clock=clock)
+    assert not board.live  # a StringIO is not a TTY
+    board.start(0, _Job("random", 0))
+    board.start(1, _Job("oracle", 0))
+    clock.t = 10.0
+    board.emit(0, "round", "random round 0/1")
+    board.emit(1, "note", "a note")
+    clock.t = 20.0
+    board.emit(0, "round", "random round 1/1")
+    board.done(0, _Done())
+    lines = out.getvalue().splitlines()
+    assert lines[:3] == ["random round 0/1", "a note", "random round 1/1"]
+    # 2 rounds computed in 20 s, 2 of 4 left: 20 s
+    assert lines[3] == "jobs 1/2 done, 1 running, elapsed 20s, ETA ~20s"
+    board.done(1, JobFailure(None, "boom"))
+    assert out.getvalue().splitlines()[-1] == "jobs 2/2 done (1 failed), 0 running, elapsed 20s"
+
+
+def test_live_progress_redraws_one_line_per_running_job_and_a_bar():
+    import io
+
+    from albench.engine.progress import ProgressBoard
+
+    out, clock = io.StringIO(), _Clock()
+    board = ProgressBoard(4, 2, stream=out, live=True, clock=clock)
+    board.start(0, _Job("random", 0))
+    board.start(1, _Job("random", 1))
+    clock.t = 5.0
+    board.emit(1, "round", "seed 1 round 0/1 Dice 0.5")
+    assert board.lines() == ["  random seed 0: starting", "  random seed 1: seed 1 round 0/1 Dice 0.5",
+                             "[###.....................] jobs 0/4 done, 2 running, elapsed 5s, ETA ~35s"]
+    board.emit(0, "note", "FAILED something")
+    text = out.getvalue()
+    # the board is cleared (cursor up over its 3 lines, clear to end) before the note, then redrawn
+    assert "\x1b[3F\x1b[JFAILED something\n  random seed 0: starting\n" in text
+    board.done(0, _Done())
+    assert board.lines()[0] == "  random seed 1: seed 1 round 0/1 Dice 0.5" and len(board.lines()) == 2
+
+
+def test_record_watcher_reports_only_new_rounds(reference, store, protocol, tmp_path):
+    from albench.engine.progress import RecordWatcher
+    from albench.engine.replay import Replay
+
+    path = tmp_path / "job.json"
+
+    class Stop(Exception):
+        pass
+
+    def stop(r):
+        if r == 0:
+            raise Stop
+
+    watcher = RecordWatcher(path)
+    assert watcher.new_lines() == []
+    with pytest.raises(Stop):
+        Replay(protocol, store, "random", 0, record_path=path, progress=None, on_round_end=stop,
+               mode="in-process").run()
+    first = watcher.new_lines()
+    assert len(first) == 1 and "round 0/2" in first[0]
+    assert watcher.new_lines() == []
+    Replay(protocol, store, "random", 0, record_path=path, progress=None, mode="in-process").run()
+    assert [ln.split(" labelled")[0][-9:] for ln in watcher.new_lines()] == ["round 1/2", "round 2/2"]
+    assert RecordWatcher(path).new_lines() == []  # a finished record is not news
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--jobs", "0"], "--jobs must be >= 1"),
+    (["--executor", "ray", "--jobs", "2"], "--jobs is for the local executor"),
+    (["--address", "auto"], "are options of --executor ray"),
+    (["--executor", "ray", "--gpus-per-job", "1", "--device", "cpu"], "--gpus-per-job 1 with --device cpu"),
+])
+def test_cli_executor_options_are_checked_before_any_work(argv, message, capsys):
+    from albench.cli import main
+
+    assert main(["run", "--protocol", "brats-7pct", "--quick", "--device", "cpu", *argv]) == 2
+    assert message in capsys.readouterr().err

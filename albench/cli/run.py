@@ -167,9 +167,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         device = args.device  # the GPUs are on the Ray nodes; RayExecutor checks the cluster has them
     else:
         device = str(resolve_device(args.device))
+    executor = make_executor(args, device)
     started = time.perf_counter()
     store = _store(args, protocol)
-    executor = make_executor(args, device)
     _log(args, f"{protocol.label}: dataset {store.name} (fingerprint {store.fingerprint[:12]}), "
                f"{len(store.rows('train'))} training slices, {len(store.cases('test'))} test cases; "
                f"methods {', '.join(methods)}; seeds {seeds}; device {device}")
