@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from albench.errors import AlbenchError
+from albench.training.device import to_device
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def _check_label_swap(lut: object) -> tuple[int, ...]:
 
 
 def _uniform(shape: tuple[int, ...], gen: torch.Generator, device: torch.device) -> Tensor:
-    return torch.rand(shape, generator=gen, device=gen.device).to(device)
+    return to_device(torch.rand(shape, generator=gen, device=gen.device), device)
 
 
 def augment_batch(
@@ -100,10 +101,10 @@ def augment_batch(
     n, c, h, w = images.shape
     dev = images.device
     u_gen = torch.rand((n, 4), generator=gen, device=gen.device)
-    u = u_gen.to(dev)
+    u = to_device(u_gen, dev)
     a = _uniform((n, c), gen, dev)
     b = _uniform((n, c), gen, dev)
-    disp = torch.randn((n, 2, cfg.elastic_grid, cfg.elastic_grid), generator=gen, device=gen.device).to(dev)
+    disp = to_device(torch.randn((n, 2, cfg.elastic_grid, cfg.elastic_grid), generator=gen, device=gen.device), dev)
 
     flip_w = u[:, 0] < cfg.flip_w_prob
     flip_h = u[:, 1] < cfg.flip_h_prob

@@ -43,6 +43,15 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device``. A CPU tensor bound for CUDA is staged in pinned memory and copied
+    without blocking the host, so small per-step tensors (random draws, batch indices) do not
+    make the host wait for the GPU's queue; elsewhere the same as ``t.to(device)``."""
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def amp_dtype(amp: bool | str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``amp`` (True, False or "auto") on ``device``, or None for full
     float32. "auto" means on for CUDA, off elsewhere; on CUDA bf16 is used where supported, else fp16."""

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from albench.errors import AlbenchError
 from albench.training.augment import AugmentConfig, augment_batch
-from albench.training.device import amp_dtype, autocast
+from albench.training.device import amp_dtype, autocast, to_device
 from albench.training.losses import segmentation_loss
 
 
@@ -274,7 +274,7 @@ def train_segmenter(
         total = torch.zeros((), device=device)
         epoch_seen = 0
         for idx in epoch_batches(n, cfg.batch_size, order_rng):
-            idx = idx.to(device, non_blocking=True)
+            idx = to_device(idx, device)
             x, y = images.index_select(0, idx), labels.index_select(0, idx)
             if cfg.augment:
                 x, y = augment_batch(x, y, cfg.augment_config, augment_rng)
