@@ -67,6 +67,7 @@ class _Running:
     conn: Any
     result: Any = None
     have_result: bool = False
+    eof: bool = False
 
 
 class LocalExecutor:
@@ -118,16 +119,15 @@ class LocalExecutor:
                     proc.start()
                     child.close()
                     running[proc.sentinel] = _Running(i, slot, proc, parent)
-                ready = wait([r.conn for r in running.values()] + list(running))
+                ready = wait([r.conn for r in running.values() if not r.eof] + list(running))
                 for obj in ready:
                     run = next((r for r in running.values() if r.conn is obj), None)
                     if run is not None:
                         self._read(run, events)
                 for sentinel in [s for s in ready if s in running]:
                     run = running[sentinel]
-                    while run.conn.poll():
-                        if not self._read(run, events):
-                            break
+                    while not run.eof and run.conn.poll():
+                        self._read(run, events)
                     run.proc.join()
                     run.conn.close()
                     del running[sentinel]
@@ -157,6 +157,7 @@ class LocalExecutor:
         try:
             msg = run.conn.recv()
         except (EOFError, OSError):
+            run.eof = True  # the child closed its end (it is exiting): wait on its sentinel only
             return False
         if msg[0] == "emit":
             events.emit(run.index, msg[1], msg[2])
