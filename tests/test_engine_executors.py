@@ -279,3 +279,28 @@ def test_cli_executor_options_are_checked_before_any_work(argv, message, capsys)
 
     assert main(["run", "--protocol", "brats-7pct", "--quick", "--device", "cpu", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_cli_jobs_2_gives_the_records_of_jobs_1(tmp_path, data_cache, brats19_source, capsys, monkeypatch):
+    from test_engine_cli import write_protocols
+
+    from albench.cli import main
+
+    proto = write_protocols(tmp_path)
+    monkeypatch.setattr("albench.engine.protocol.resource_dir", lambda kind: tmp_path)
+    common = ["run", "--protocol", str(proto), "--data", str(brats19_source), "--dataset", "brats19", "--device", "cpu",
+              "--quick", "--no-reference", "--threads", "1"]
+    assert main(common + ["--out", str(tmp_path / "one")]) == 0
+    plain = capsys.readouterr().err
+    assert "round 1/1 labelled" in plain and "jobs 4/4 done, 0 running" in plain
+    assert main(common + ["--out", str(tmp_path / "two"), "--jobs", "2", "--quiet"]) == 0
+    quiet = capsys.readouterr()
+    assert quiet.err == "" and "tp [quick] on brats19" in quiet.out
+    one = sorted((tmp_path / "one").glob("*/*/*__seed*.json"))
+    two = sorted((tmp_path / "two").glob("*/*/*__seed*.json"))
+    assert [p.name for p in one] == [p.name for p in two] and len(one) == 4
+    for a, b in zip(one, two):
+        ra, rb = strip_timings(read_record(a)), strip_timings(read_record(b))
+        diff = {k for k in ra if ra[k] != rb[k]}
+        assert ra == rb, (a.name, diff, [(x, y) for x, y in zip(ra.get("rounds", []), rb.get("rounds", [])) if x != y][:1])
+    assert len(list((tmp_path / "two").glob("*/*/round0/*.pt"))) == 2  # one shared round 0 per seed
