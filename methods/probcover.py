@@ -34,7 +34,8 @@ import numpy as np
 
 from albench.engine.method import register_method
 from albench.errors import MethodError
-from albench.methods._geometry import SubsetFeatureMethod, check_source, greedy_ball_coverage, radius_graph
+from albench.methods._geometry import (SubsetFeatureMethod, check_source, greedy_ball_coverage, radius_graph,
+                                       serial_neighbours)
 
 
 def other_label_distance(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -48,7 +49,8 @@ def other_label_distance(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
         inside = labels == c
         if inside.all():
             continue
-        dist, _ = NearestNeighbors(n_neighbors=1).fit(x[~inside]).kneighbors(x[inside])
+        with serial_neighbours():
+            dist, _ = NearestNeighbors(n_neighbors=1).fit(x[~inside]).kneighbors(x[inside])
         out[inside] = dist[:, 0]
     return out
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from albench.engine.method import register_method
 from albench.errors import MethodError
-from albench.methods._geometry import SubsetFeatureMethod, check_source, pick_max
+from albench.methods._geometry import SubsetFeatureMethod, check_source, pick_max, serial_neighbours
 
 
 def typicality(x: np.ndarray, knn: int) -> np.ndarray:
@@ -40,7 +40,8 @@ def typicality(x: np.ndarray, knn: int) -> np.ndarray:
     k = min(int(knn), n // 2)
     if k < 1:
         return np.full(n, 1e5)
-    dist, _ = NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x)
+    with serial_neighbours():
+        dist, _ = NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x)
     return 1.0 / (dist[:, 1:].mean(axis=1) + 1e-5)
 
 

@@ -17,11 +17,13 @@ SMALL = dict(epochs=1, train_batch_size=4, batch_size=16, n_candidates=4, n_pick
 
 
 class TestDAL(MethodConformance):
+    scale_check = False   # one pass of the segmenter over 100,000 slices: minutes on 2 cores (kit run: opt in)
     def make_method(self):
         return DAL(**SMALL)
 
 
 class TestDALOptions(MethodConformance):
+    scale_check = False   # one pass of the segmenter over 100,000 slices: minutes on 2 cores (kit run: opt in)
     """The non-default branches: scratch init, the grouped ensemble, encoder descriptors, cosine of the mean, refill,
     a universe subset, the labelled set's cover, cosine lr, Dice + CE."""
 

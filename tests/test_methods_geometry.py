@@ -116,6 +116,7 @@ def set_features(man: FakeManifold, rows, values) -> None:
 
 # -- conformance -------------------------------------------------------------------------------
 class TestCoreSetConformance(MethodConformance):
+    scale_check = False   # one pass of the segmenter over 100,000 slices: minutes on 2 cores (kit run: opt in)
     def make_method(self):
         return CoreSet()
 
@@ -442,3 +443,18 @@ def test_typiclust_indexed_loop_equals_the_plain_loop(kwargs, budget):
     got = TypiClust(**kwargs).suggest(build_state(store, lab, man, seed=2), budget)
     want = _typiclust_reference(TypiClust(**kwargs), build_state(store, lab, man, seed=2), budget)
     assert np.array_equal(got, want)
+
+
+def test_serial_neighbours_gives_the_same_neighbours():
+    from sklearn.neighbors import NearestNeighbors
+
+    x = np.random.default_rng(3).normal(size=(3000, 16)).astype(np.float32)
+    nn = NearestNeighbors(n_neighbors=8, radius=3.5).fit(x)
+    d_multi, i_multi = nn.kneighbors(x[:700])
+    r_multi = nn.radius_neighbors(x[:300], return_distance=True)
+    with geo.serial_neighbours():
+        d_one, i_one = nn.kneighbors(x[:700])
+        r_one = nn.radius_neighbors(x[:300], return_distance=True)
+    assert np.array_equal(d_multi, d_one) and np.array_equal(i_multi, i_one)
+    assert all(np.array_equal(a, b) for a, b in zip(r_multi[0], r_one[0]))
+    assert all(np.array_equal(a, b) for a, b in zip(r_multi[1], r_one[1]))

@@ -67,11 +67,13 @@ BIG = dict(n_cases=12, depth=16)   # 10 training cases of 16 slices
 
 # -- oracle: conformance -----------------------------------------------------------------------
 class TestOracleConformance(MethodConformance):
+    scale_check = False   # one pass of the segmenter over 100,000 slices: minutes on 2 cores (kit run: opt in)
     def make_method(self):
         return get_method("oracle", batch_size=7)
 
 
 class TestOracleArgmaxConformance(MethodConformance):
+    scale_check = False   # one pass of the segmenter over 100,000 slices: minutes on 2 cores (kit run: opt in)
     def make_method(self):
         return get_method("oracle", batch_size=7, score="argmax", ties="row")
 
@@ -227,6 +229,7 @@ FAST = dict(steps=2, train_batch_size=8, val_cases=2, val_slices=64, score_subse
 
 
 class TestOracleBoundConformance(MethodConformance):
+    scale_check = False   # one pass of the segmenter over 100,000 slices: minutes on 2 cores (kit run: opt in)
     def make_method(self):
         return get_method("oracle-bound", **FAST)
 
