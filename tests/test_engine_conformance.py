@@ -203,3 +203,25 @@ def test_feed_aux_trains_the_aux_like_the_fair_track():
     again = feed_aux(method, state, epochs=2, batch_size=4)  # a fresh aux each round, as the engine builds it
     assert again is not aux and torch.equal(again.head.weight.detach(), first)   # seeded the same way
     assert feed_aux(Frugal(), state) is None
+
+
+# -- the example of docs/writing-a-method.md -------------------------------------------------------
+def _doc_example():
+    """The class ``MaxEntropy`` of the first code block under "A one-file method"."""
+    import re
+    import types
+    from pathlib import Path
+
+    doc = Path(__file__).parents[1] / "docs" / "writing-a-method.md"
+    section = doc.read_text()
+    section = section[section.index("## A one-file method"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert 25 <= len(code.strip().splitlines()) <= 40, "the doc's example method should stay about 30 lines"
+    module = types.ModuleType("my_method")
+    exec(compile(code, str(doc), "exec"), module.__dict__)
+    return module.MaxEntropy
+
+
+class TestDocExampleConformance(MethodConformance):
+    def make_method(self):
+        return _doc_example()(batch_size=64, subset=2000)
