@@ -6,7 +6,8 @@ GPU); inside it the job runs exactly as in process, sealed method worker include
 worker process dies is retried by Ray (``retries``) and resumes from the job's last finished
 round; finished jobs are skipped before submission and again by the job function. Progress of
 running jobs is read from their records (written after every round), so it works across nodes
-that share the results folder."""
+that share the results folder; a job shows as running from its first finished round (Ray does
+not say when a queued task starts)."""
 
 from __future__ import annotations
 
@@ -88,18 +89,25 @@ class RayExecutor:
         for i, job in enumerate(jobs):
             if self.gpus_per_job > 0 and dataclasses.is_dataclass(job) and str(job.device).startswith("cuda"):
                 job = dataclasses.replace(job, device="cuda")  # Ray sets CUDA_VISIBLE_DEVICES per task
-            events.start(i, jobs[i])
             refs[remote.remote(fn, job, threads)] = i
             if hasattr(job, "record_path"):
                 watchers[i] = RecordWatcher(job.record_path)
         results: list[Any] = [None] * len(jobs)
+        started: set[int] = set()
+
+        def lines(i: int) -> None:  # a job counts as running from its first finished round
+            for line in watchers[i].new_lines() if i in watchers else []:
+                if i not in started:
+                    started.add(i)
+                    events.start(i, jobs[i])
+                events.emit(i, "round", line)
+
         pending = list(refs)
         while pending:
             ready, pending = ray.wait(pending, num_returns=1, timeout=self.poll_seconds)
-            for i, w in watchers.items():
+            for i in watchers:
                 if results[i] is None:
-                    for line in w.new_lines():
-                        events.emit(i, "round", line)
+                    lines(i)
             for ref in ready:
                 i = refs[ref]
                 try:
@@ -107,9 +115,10 @@ class RayExecutor:
                 except ray.exceptions.RayError as exc:
                     results[i] = self.failure(jobs[i], f"Ray gave up on it after {self.retries} retries: "
                                                        f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
-                if i in watchers:
-                    for line in watchers[i].new_lines():
-                        events.emit(i, "round", line)
+                lines(i)
+                if i not in started:
+                    started.add(i)
+                    events.start(i, jobs[i])
                 events.done(i, results[i])
             if not ready:
                 time.sleep(0)
