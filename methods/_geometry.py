@@ -280,27 +280,56 @@ def max_cover(sim: np.ndarray, budget: int, *, rng: np.random.Generator | None =
 
 
 # -- ball graphs and greedy coverage (ProbCover) -------------------------------------------------
+MAX_EDGES = 200_000_000
+"""Largest delta-ball graph :func:`radius_graph` builds (800 MB of int32 indices)."""
+CHUNK_NEIGHBOURS = 20_000_000
+"""Neighbours alive per radius query (about 320 MB with their distances)."""
+
+
 def radius_graph(x: np.ndarray, delta: float, *, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
     """The delta-ball graph of the rows of ``x`` (N, D): y is in ball(x) iff ||x - y||_2 < delta
     (x itself included), as a CSR adjacency ``(indptr int64 (N+1,), indices int32 (E,))``. The
     relation is symmetric, so row y also lists the balls that contain y. Neighbours come from
-    scikit-learn's ``NearestNeighbors.radius_neighbors``, queried ``chunk`` rows at a time and
-    packed to int32 at once: memory is 4 bytes per edge plus one chunk's lists."""
+    scikit-learn's ``NearestNeighbors.radius_neighbors``, queried at most ``chunk`` rows at a
+    time, fewer when the balls are large (at most about :data:`CHUNK_NEIGHBOURS` neighbours per
+    query), and packed to int32 at once: memory is 4 bytes per edge plus one query's lists.
+
+    A graph beyond :data:`MAX_EDGES` edges (a delta at which balls hold a large part of the
+    points: N^2 edges at worst) is a MethodError, raised as soon as the first rows' degrees
+    predict it or the edges built pass it, before the memory is spent."""
     from sklearn.neighbors import NearestNeighbors
 
     x = np.asarray(x, dtype=np.float32)
     n = x.shape[0]
     nn = NearestNeighbors(radius=float(delta)).fit(x)
+
+    def too_big(edges: float, what: str) -> MethodError:
+        return MethodError(f"probcover: the delta-ball graph at delta = {delta:.4g} {what} {edges:.3g} edges over "
+                           f"{n} points (limit {MAX_EDGES:.3g}: balls hold {edges / max(n, 1):.0f} points on "
+                           "average); use a smaller delta, the purity rule (delta = None) or a smaller subset")
+
     counts, parts = [], []
-    for lo in range(0, n, chunk):
+    rows_per_query = min(int(chunk), 256)
+    lo = total = 0
+    while lo < n:
+        hi = min(lo + rows_per_query, n)
         with serial_neighbours():
-            dists, lists = nn.radius_neighbors(x[lo:lo + chunk], return_distance=True)
+            dists, lists = nn.radius_neighbors(x[lo:hi], return_distance=True)
+        sizes = np.fromiter((len(nb) for nb in lists), np.int64, hi - lo)
+        total += int(sizes.sum())
+        if lo == 0 and sizes.mean() * n > MAX_EDGES:
+            raise too_big(float(sizes.mean() * n), "would hold about")
+        if total > MAX_EDGES:
+            raise too_big(float(total), "holds more than")
         for i, (dd, nb) in enumerate(zip(dists, lists)):
             nb = nb[dd < delta].astype(np.int32)                  # strict "< delta"
             if not (nb == lo + i).any():           # the point itself (distance 0) always belongs
                 nb = np.append(nb, np.int32(lo + i))
             parts.append(np.sort(nb))
             counts.append(nb.size)
+        del dists, lists
+        lo = hi
+        rows_per_query = int(np.clip(CHUNK_NEIGHBOURS // max(int(sizes.max()), 1), 1, int(chunk)))
     indptr = np.zeros(n + 1, np.int64)
     indptr[1:] = np.cumsum(counts)
     indices = np.concatenate(parts).astype(np.int32) if parts else np.zeros(0, np.int32)

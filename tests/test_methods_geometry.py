@@ -142,6 +142,9 @@ class TestProbCoverConformance(ManifoldConformance):
 
 
 class TestProbCoverSegmenterConformance(MethodConformance):
+    # a fixed delta = 0.5 on the kit's untrained U-Net features at 100,000 slices: every ball holds
+    # nearly the whole pool (9.6e9 edges; it was an OOM kill, now radius_graph's MethodError)
+    scale_check = False
     def make_method(self):
         return ProbCover(features="segmenter", delta=0.5, subset=20)
 
@@ -458,3 +461,25 @@ def test_serial_neighbours_gives_the_same_neighbours():
     assert np.array_equal(d_multi, d_one) and np.array_equal(i_multi, i_one)
     assert all(np.array_equal(a, b) for a, b in zip(r_multi[0], r_one[0]))
     assert all(np.array_equal(a, b) for a, b in zip(r_multi[1], r_one[1]))
+
+
+def test_radius_graph_query_size_does_not_change_the_graph(monkeypatch):
+    x = geo.l2_normalise(np.random.default_rng(4).normal(size=(900, 8)))
+    want = geo.radius_graph(x, 0.9, chunk=2048)
+    monkeypatch.setattr(geo, "CHUNK_NEIGHBOURS", 500)           # a few rows per query
+    got = geo.radius_graph(x, 0.9, chunk=2048)
+    assert np.array_equal(want[0], got[0]) and np.array_equal(want[1], got[1])
+    assert want[1].size > 10 * 900
+
+
+def test_radius_graph_refuses_a_graph_beyond_the_edge_limit(monkeypatch):
+    x = np.zeros((3000, 4), np.float32)                          # every ball holds every point: 9e6 edges
+    monkeypatch.setattr(geo, "MAX_EDGES", 1_000_000)
+    with pytest.raises(MethodError, match=r"delta = 0.5 would hold about 9e\+06 edges.*smaller delta"):
+        geo.radius_graph(x, 0.5)
+    # isolated first rows (one edge each), then 100 coincident points (10^4 edges)
+    y = np.concatenate([np.arange(2900, dtype=np.float32)[:, None] * 10, np.full((100, 1), -5.0, np.float32)])
+    monkeypatch.setattr(geo, "MAX_EDGES", 10_000)
+    with pytest.raises(MethodError, match="holds more than"):
+        geo.radius_graph(y, 0.5, chunk=256)
+    assert geo.radius_graph(y[:2900], 0.5)[1].size == 2900
