@@ -33,7 +33,8 @@ def test_every_shipped_protocol_loads_with_its_quick_profile():
     for name in names:
         p = load_protocol(name)
         q = load_protocol(name, "quick")
-        assert len(p.seeds) == 10 and len(q.seeds) == (1 if name.endswith("-full") else 3)
+        quick_seeds = 1 if name.endswith("-full") else (5 if p.task == "brats" else 3)
+        assert len(p.seeds) == 10 and len(q.seeds) == quick_seeds
         assert q.data.size == 64 and q.fingerprint != p.fingerprint
         assert set(p.budget.report) <= set(p.budget.schedule)
 
@@ -205,7 +206,7 @@ def test_protocol_and_trainer_share_one_default_per_setting():
 
     trainer = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     shared = set(TrainingSpec.model_fields) & set(trainer)
-    assert shared == {"epochs", "batch_size", "lr", "augment", "amp", "min_steps", "dice", "loss", "lr_schedule"}
+    assert shared == {"epochs", "batch_size", "lr", "augment", "amp", "min_steps", "dice", "loss", "lr_schedule", "foreground_oversample"}
     for name in shared:
         assert TrainingSpec.model_fields[name].default == trainer[name], name
     manifold = {f.name: f.default for f in dataclasses.fields(ManifoldConfig)}

@@ -199,3 +199,38 @@ def test_plateau_stops_after_patience_and_keeps_the_best_epoch():
     from albench.training.trainer import _validation_dice
 
     assert _validation_dice(model, plateau, 2) == pytest.approx(curve[best], rel=1e-5)
+
+
+def test_foreground_oversampling_draws_class_first_from_labelled_slices():
+    from albench.training.trainer import class_slices, oversample_foreground
+
+    y = torch.zeros((10, 4, 4), dtype=torch.int64)
+    y[0, 1, 1] = 1                      # class 1 in slice 0 only
+    y[3:9, 2, 2] = 2                    # class 2 in slices 3..8
+    by_class = class_slices(y, 4)       # class 3 absent: no list for it
+    assert [t.tolist() for t in by_class] == [[0], [3, 4, 5, 6, 7, 8]]
+    g = torch.Generator().manual_seed(0)
+    idx = torch.arange(10)
+    counts = torch.zeros(10)
+    for _ in range(2000):
+        out = oversample_foreground(idx, by_class, 0.3, g)
+        assert out[3:].tolist() == idx[3:].tolist()     # round(0.3 * 10) = 3 positions replaced
+        counts.index_add_(0, out[:3], torch.ones(3))
+    # class first: slice 0 (the only class-1 slice) gets half the draws, each class-2 slice 1/12
+    share = counts / counts.sum()
+    assert abs(float(share[0]) - 0.5) < 0.03
+    assert float(share[1:3].sum()) == 0.0 and float(share[9]) == 0.0
+    assert torch.allclose(share[3:9], torch.full((6,), 1 / 12), atol=0.02)
+    assert oversample_foreground(idx, by_class, 0.0, g) is idx
+
+
+def test_foreground_oversampling_zero_is_bit_identical_and_share_one_trains_on_foreground():
+    base = TrainConfig(epochs=2, batch_size=4, augment=True)
+    m0, r0 = run(base)
+    m1, r1 = run(TrainConfig(epochs=2, batch_size=4, augment=True, foreground_oversample=0.0))
+    assert r0.loss_curve == r1.loss_curve
+    assert all(torch.equal(a, b) for a, b in zip(m0.state_dict().values(), m1.state_dict().values()))
+    _, r2 = run(TrainConfig(epochs=2, batch_size=4, augment=True, foreground_oversample=0.5))
+    assert r2.loss_curve != r0.loss_curve and r2.steps == r0.steps
+    with pytest.raises(AlbenchError, match="foreground_oversample"):
+        TrainConfig(foreground_oversample=1.5)

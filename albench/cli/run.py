@@ -35,7 +35,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("run", help="replay an active-learning protocol", description=__doc__,
                               epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--protocol", required=True, help="shipped protocol name (albench list protocols) or a .toml path")
-    p.add_argument("--quick", action="store_true", help="use the protocol's quick profile (small grid and net, 3 seeds)")
+    p.add_argument("--quick", action="store_true", help="use the protocol's quick profile (small grid and net, fewer seeds, a CPU budget)")
     p.add_argument("--profile", help="use another named profile of the protocol")
     p.add_argument("--methods", help="comma-separated method names (default: the protocol's)")
     p.add_argument("--method", action="append", default=[], metavar="FILE.py:CLASS",

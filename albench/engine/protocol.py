@@ -199,6 +199,12 @@ class SegmenterSpec(_Spec):
     background_bias: Annotated[float, _in_range(0, 20, hi_open=False)] = 0.0
 
 
+# Fields added after protocols were first fingerprinted, with the value that reproduces the old
+# behaviour: at that value they are left out of the fingerprint, so the records and calibrations
+# of protocols that do not use them stay valid.
+_FINGERPRINTED_WHEN_SET: dict[str, dict[str, Any]] = {"training": {"foreground_oversample": 0.0}}
+
+
 class TrainingSpec(_Spec):
     """Segmenter training per round. ``min_steps``: the epochs of a round are raised until at
     least this many optimiser steps are taken (0 = exactly ``epochs``). ``reinit``: start every
@@ -208,7 +214,8 @@ class TrainingSpec(_Spec):
     the batch, the default [ours]) or ``"image"`` (one Dice per slice, averaged); see
     docs/protocols.md for why. ``loss``: "dice" (paper) or "dice_ce" (Dice + cross-entropy)
     [ours]; ``lr_schedule``: "constant" (paper) or "cosine" (decay to 0 within each round)
-    [ours]. ``stop``: "fixed" (``epochs``/``min_steps``) or "plateau" (one-round protocols such as
+    [ours]; ``foreground_oversample``: share of each mini-batch drawn class-first from labelled
+    slices containing a foreground class (0 = paper) [ours]. ``stop``: "fixed" (``epochs``/``min_steps``) or "plateau" (one-round protocols such as
     the full-data reference: ``val_cases`` training cases are held out as a validation split, and
     training stops after ``patience`` epochs without a better validation Dice, at most
     ``max_epochs``; the best epoch's weights are kept). The defaults of the fields shared with
@@ -224,6 +231,7 @@ class TrainingSpec(_Spec):
     dice: Literal["batch", "image"] = "batch"
     loss: Literal["dice", "dice_ce"] = "dice"
     lr_schedule: Literal["constant", "cosine"] = "constant"
+    foreground_oversample: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
     stop: Literal["fixed", "plateau"] = "fixed"
     val_cases: PosInt = 4
     patience: PosInt = 3
@@ -377,6 +385,9 @@ class Protocol(_Model):
         }
         for key in ("data", "budget", "segmenter", "training", "manifold", "evaluation"):
             d[key] = getattr(self, key).model_dump(mode="json")
+            for field, neutral in _FINGERPRINTED_WHEN_SET.get(key, {}).items():
+                if d[key].get(field) == neutral:
+                    del d[key][field]
         return d
 
     def to_dict(self) -> dict[str, Any]:

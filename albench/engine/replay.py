@@ -246,7 +246,8 @@ class Replay:
         t = self.protocol.training
         kwargs: dict[str, Any] = dict(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, augment=t.augment,
                                       amp=_amp(self.protocol), min_steps=t.min_steps, dice=t.dice,
-                                      loss=t.loss, lr_schedule=t.lr_schedule)
+                                      loss=t.loss, lr_schedule=t.lr_schedule,
+                                      foreground_oversample=t.foreground_oversample)
         if self._augment is not None:
             kwargs["augment_config"] = self._augment
         return self.backend.train_config(**kwargs)
