@@ -159,6 +159,7 @@ def _dal_selection(rnd: Round, budget: int) -> Callable[[], tuple[tuple, dict]]:
 SELECTION = ["random", "random_fg", "entropy", "least_confidence", "margin", "bald", "ll", "oracle", "ggs",
              "coreset", "typiclust", "probcover", "clsmc", "badge", "dal"]
 PER_PICK = {"coreset", "badge"}   # O(N) per pick: extrapolated from two budgets at 10^6
+SLOW = {"coreset", "badge", "typiclust", "probcover", "clsmc", "dal"}   # seconds or more a round: no warm-up
 
 
 def _argsort_seconds(n: int, repeats: int = 3) -> float:
@@ -193,7 +194,8 @@ def test_selection(benchmark, name, n):
     budget = SLOPE_BUDGETS[1] if extrapolate else rnd.budget
     setup = selection_case(name, rnd, budget)
     rounds = 3 if (n <= 10**4 and not benchmark.disabled) else 1
-    picks = benchmark.pedantic(_call, setup=setup, rounds=rounds, iterations=1)
+    warmup = 0 if benchmark.disabled or name in SLOW else 1   # imports and first-touch pages count against no size
+    picks = benchmark.pedantic(_call, setup=setup, rounds=rounds, iterations=1, warmup_rounds=warmup)
     state = rnd.state(get_method("random"))
     check_answer(picks, state.pool, state.labelled, budget, method=name, seed=0, round_=1)
     if benchmark.disabled:
