@@ -9,27 +9,9 @@ from albench.engine.calibrate import calibrate, format_calibration, load_calibra
 from albench.engine.protocol import parse_protocol
 from albench.engine.tinystore import TinyStore
 from albench.stats import mde, record_aubc
+from tiny_protocol import tiny_protocol
 
-TINY = """
-name = "cal"
-version = 1
-task = "brats"
-[data]
-dataset = "tiny"
-[budget]
-schedule = [0.1, 0.2, 0.3]
-report = [0.2, 0.3]
-[segmenter]
-widths = [4, 8, 8, 16]
-bottleneck = 16
-[training]
-epochs = 1
-batch_size = 4
-min_steps = 2
-[evaluation]
-batch_size = 16
-workers = 1
-"""
+TINY = tiny_protocol('cal', report=[0.2, 0.3])
 
 KEYS = {"protocol", "profile", "protocol_fingerprint", "dataset_fingerprint", "n_seeds", "sd_paired_aubc",
         "mde_aubc", "collapses", "wilcoxon_false_positive_rate", "per_budget"}

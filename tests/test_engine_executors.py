@@ -16,29 +16,13 @@ from albench.engine.records import read_record, strip_timings
 from albench.engine.runner import JobFailure, Runner, run_job
 from albench.engine.tinystore import TinyStore
 from albench.errors import AlbenchError
+from tiny_protocol import tiny_protocol
 
-TINY = """
-name = "tiny-exec"
-version = 1
-task = "brats"
-[data]
-dataset = "tiny"
-[budget]
-schedule = [0.1, 0.2, 0.3]
-[segmenter]
-widths = [4, 8, 8, 16]
-bottleneck = 16
-[training]
-epochs = 1
-batch_size = 4
-min_steps = 2
-[evaluation]
-batch_size = 16
-workers = 1
+TINY = tiny_protocol('tiny-exec', tail="""
 [run]
 methods = ["random", "oracle"]
 seeds = [0]
-"""
+""")
 
 
 class KillOnce:

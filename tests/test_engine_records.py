@@ -14,26 +14,9 @@ from albench.engine.schema import NUMERICS_VERSION
 from albench.engine.tinystore import TinyStore
 from albench.engine.method import Method
 from albench.errors import AlbenchError
+from tiny_protocol import tiny_protocol
 
-TINY = """
-name = "rec"
-version = 1
-task = "brats"
-[data]
-dataset = "tiny"
-[budget]
-schedule = [0.1, 0.2]
-[segmenter]
-widths = [4, 8, 8, 16]
-bottleneck = 16
-[training]
-epochs = 1
-batch_size = 4
-min_steps = 2
-[evaluation]
-batch_size = 16
-workers = 1
-"""
+TINY = tiny_protocol('rec', schedule=[0.1, 0.2])
 
 
 def _git(root, *args):

@@ -15,31 +15,14 @@ from albench.engine.replay import Backend, Replay
 from albench.engine.report import format_table, method_label, summarize
 from albench.engine.runner import Runner
 from albench.errors import MethodError
+from tiny_protocol import tiny_protocol
 
 
-TINY = """
-name = "tiny"
-version = 1
-task = "brats"
-[data]
-dataset = "tiny"
-[budget]
-schedule = [0.1, 0.2, 0.3]
-report = [0.2, 0.3]
-[segmenter]
-widths = [4, 8, 8, 16]
-bottleneck = 16
-[training]
-epochs = 1
-batch_size = 4
-min_steps = 2
-[evaluation]
-batch_size = 16
-workers = 2
+TINY = tiny_protocol('tiny', report=[0.2, 0.3], workers=2, tail="""
 [run]
 methods = ["random", "oracle"]
 seeds = [0, 1]
-"""
+""")
 FULL = TINY.replace('name = "tiny"', 'name = "tiny-full"').replace(
     "schedule = [0.1, 0.2, 0.3]\nreport = [0.2, 0.3]", "schedule = [1.0]").replace(
     'methods = ["random", "oracle"]', 'methods = ["full"]')

@@ -15,27 +15,10 @@ from albench.engine.records import checkpoint_path, load_checkpoint, strip_timin
 from albench.engine.replay import Replay
 from albench.engine.round0 import round0_key, shared_round0
 from albench.engine.tinystore import TinyStore
+from tiny_protocol import tiny_protocol
 
 PROBES = str(Path(__file__).parent / "methods_for_tests" / "engine_probes.py")
-TINY = """
-name = "tiny-r0"
-version = 1
-task = "brats"
-[data]
-dataset = "tiny"
-[budget]
-schedule = [0.1, 0.2, 0.3]
-[segmenter]
-widths = [4, 8, 8, 16]
-bottleneck = 16
-[training]
-epochs = 1
-batch_size = 4
-min_steps = 2
-[evaluation]
-batch_size = 16
-workers = 1
-"""
+TINY = tiny_protocol('tiny-r0')
 
 
 class Stop(Exception):

@@ -23,30 +23,13 @@ from albench.reporting.leaderboard import (
     submit,
     verify,
 )
+from tiny_protocol import tiny_protocol
 
-TINY = """
-name = "lbtiny"
-version = 1
-task = "brats"
-[data]
-dataset = "tiny"
-[budget]
-schedule = [0.1, 0.2, 0.3]
-report = [0.2, 0.3]
-[segmenter]
-widths = [4, 8, 8, 16]
-bottleneck = 16
-[training]
-epochs = 1
-batch_size = 4
-min_steps = 2
-[evaluation]
-batch_size = 16
-workers = 1
+TINY = tiny_protocol('lbtiny', report=[0.2, 0.3], tail="""
 [run]
 methods = ["random"]
 seeds = [0, 1, 2]
-"""
+""")
 
 
 @pytest.fixture(scope="module")

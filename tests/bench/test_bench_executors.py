@@ -20,26 +20,9 @@ from albench.engine.protocol import parse_protocol
 from albench.engine.records import strip_timings
 from albench.engine.runner import JobFailure, Runner
 from albench.engine.tinystore import TinyStore
+from tiny_protocol import tiny_protocol
 
-TINY = """
-name = "bx"
-version = 1
-task = "brats"
-[data]
-dataset = "tiny"
-[budget]
-schedule = [0.1, 0.2, 0.3, 0.4]
-[segmenter]
-widths = [4, 8, 8, 16]
-bottleneck = 16
-[training]
-epochs = 1
-batch_size = 4
-min_steps = 10
-[evaluation]
-batch_size = 16
-workers = 1
-"""
+TINY = tiny_protocol("bx", schedule=[0.1, 0.2, 0.3, 0.4], min_steps=10)
 
 
 def _run(out, workers, seeds):

@@ -18,26 +18,9 @@ import pytest
 from albench.engine.protocol import parse_protocol
 from albench.engine.replay import Replay
 from albench.engine.tinystore import TinyStore
+from tiny_protocol import tiny_protocol
 
-TINY = """
-name = "bw"
-version = 1
-task = "brats"
-[data]
-dataset = "tiny"
-[budget]
-schedule = [0.1, 0.2, 0.3, 0.4]
-[segmenter]
-widths = [4, 8, 8, 16]
-bottleneck = 16
-[training]
-epochs = 1
-batch_size = 4
-min_steps = 10
-[evaluation]
-batch_size = 16
-workers = 1
-"""
+TINY = tiny_protocol("bw", schedule=[0.1, 0.2, 0.3, 0.4], min_steps=10)
 
 
 def _job(tmp_path, mode, i):
