@@ -202,3 +202,28 @@ def test_published_values_on_real_brats_and_structures_on_malc(tmp_path):
     model, files = render_report(collect(runs, prot.to_dict(), seeds=[0, 1]), calibration=None, date="2024-01-01")
     assert model["regions"] == ["mean"] and set(model["per_structure"]["0.08"]["ggs"]) == set(regions)
     assert "Table 5" in files["report.md"].decode() and "Dice per structure" in files["report.md"].decode()
+
+
+def test_seeds_subset_is_a_complete_report_of_those_seeds(tmp_path):
+    # --seeds 0-2 on a 6-seed protocol: the three seeds are the report's, so methods are complete,
+    # tested and ranked (not "incomplete"); without --seeds the same records are incomplete
+    prot, runs = make_runs(tmp_path, seeds=range(3))
+    model, files = render_report(collect(runs, prot.to_dict(), seeds=[0, 1, 2]), calibration=None, date="2024-01-01")
+    rows = {r["key"]: r for r in model["rows"]}
+    assert rows["random"]["complete"] and rows["ggs"]["ranked"] and "incomplete" not in files["report.md"].decode()
+    assert report(tmp_path, "--seeds", "0-2") == 0
+    assert report(tmp_path, out="partial") == 2           # the protocol's 6 seeds: 3 missing
+
+
+def test_resolution_is_the_calibrated_sd_at_the_seeds_reported(tmp_path):
+    # calibrated with 10 seeds (sd 0.03 -> MDE 0.0298 there); a 3-seed report resolves only
+    # (t_.975,2 + t_.80,2) * 0.03 / sqrt(3) = (4.3027 + 1.0607) * 0.03 / 1.7321 = 0.0929
+    prot, runs = make_runs(tmp_path, seeds=range(3))
+    cal_dir = tmp_path / "reports" / "rtiny" / "calibration"
+    cal_dir.mkdir(parents=True)
+    (cal_dir / f"paper__{prot.fingerprint[:8]}.json").write_text(json.dumps(
+        {"protocol_fingerprint": prot.fingerprint, "mde_aubc": 0.0298, "n_seeds": 10, "sd_paired_aubc": 0.03}))
+    assert report(tmp_path, "--seeds", "0-2") == 0
+    model = json.loads((tmp_path / "out" / "paper" / "report.json").read_text())
+    assert model["aubc"]["mde"] == pytest.approx(0.0929, abs=2e-4) and model["aubc"]["mde_seeds"] == 3
+    assert "at the 3 seeds reported" in (tmp_path / "out" / "paper" / "report.md").read_text()

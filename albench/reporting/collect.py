@@ -69,6 +69,7 @@ class Collection:
     reference: MethodRuns | None = None
     skipped: list[Skipped] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)  # the seeds reported: --seeds, else the protocol's
 
     def all_records(self) -> list[RunRecord]:
         out = [r for m in self.methods for r in m.records.values()]
@@ -190,7 +191,7 @@ def collect(runs: str | Path, protocol: dict[str, Any], *, reference: dict[str, 
             + (" --quick" if protocol.get("profile") == "quick" else "") + "` first")
     dataset_fp, dataset_name = _choose_dataset(found, dataset, skipped)
     coll = Collection(protocol=protocol, dataset=dataset_name, dataset_fingerprint=dataset_fp, skipped=skipped,
-                      problems=problems)
+                      problems=problems, seeds=want)
     coll.methods = _group(found, protocol["fingerprint"], dataset_fp, seeds, skipped, problems, "method")
     for m in coll.methods:
         missing = sorted(set(want) - set(m.seeds))

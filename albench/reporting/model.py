@@ -17,6 +17,7 @@ from albench.engine.schema import RunRecord
 from albench.reporting.collect import Collection, MethodRuns
 from albench.reporting import published, statistics as st
 from albench.stats import primary_wilcoxon, record_aubc, seed_averaged_case_metric
+from albench.stats import mde as stats_mde
 from albench.stats.tests import VARIANT
 
 REPORT_SCHEMA = "albench.report/1"
@@ -100,7 +101,7 @@ def build_model(coll: Collection, *, calibration: dict[str, Any] | None = None, 
     regions = [MEAN] if collapse else all_regions
     budgets = [float(f) for f in prot["budget"]["report"]]
     schedule = [float(e.schedule_fraction) for e in first.rounds]
-    want = set(prot.get("seeds") or [])
+    want = set(coll.seeds or prot.get("seeds") or [])
     order = {lb: i for i, lb in enumerate(prot.get("methods") or [])}
     methods = sorted(coll.methods, key=lambda m: (m.is_reference, order.get(m.label, len(order)), m.key))
     rows = []
@@ -167,7 +168,13 @@ def build_model(coll: Collection, *, calibration: dict[str, Any] | None = None, 
                                        if r.round_at(frac) is not None]) for reg in all_regions}
                 for m in methods if any(r.round_at(frac) is not None for r in m.records.values())}
 
+    # The calibrated MDE belongs to the calibration's seed count; the report's own resolution is
+    # the same A/A sd at the number of seeds reported (albench.stats.mde).
+    n_report = len(want) if want else max((len(m.records) for m in methods if not m.is_reference), default=0)
     mde = calibration.get("mde_aubc") if calibration else None
+    if calibration and calibration.get("sd_paired_aubc") is not None and n_report and \
+            n_report != calibration.get("n_seeds"):
+        mde = stats_mde(float(calibration["sd_paired_aubc"]), n_report)
     aubc_rows = []
     for m in methods:
         if m.is_reference:
@@ -229,7 +236,7 @@ def build_model(coll: Collection, *, calibration: dict[str, Any] | None = None, 
         "partial": partial,
         "regions": regions, "all_regions": all_regions, "budgets": budgets, "schedule": schedule,
         "rows": rows, "tables": tables, "per_structure": per_structure, "statistics": stats_out,
-        "aubc": {"rows": aubc_rows, "ranking": [a["key"] for a in ranking], "mde": mde,
+        "aubc": {"rows": aubc_rows, "ranking": [a["key"] for a in ranking], "mde": mde, "mde_seeds": n_report,
                  "calibration": None if not calibration else {
                      k: calibration.get(k) for k in ("n_seeds", "sd_paired_aubc", "mde_aubc", "protocol_fingerprint")},
                  "budgets": schedule},

@@ -97,8 +97,14 @@ def resolution_text(model: dict[str, Any]) -> str:
     cal = model["aubc"]["calibration"]
     if not cal:
         return "Resolution: not calibrated (run `albench calibrate` for this protocol and profile)."
+    mde, n = model["aubc"]["mde"], model["aubc"].get("mde_seeds")
+    if mde is None:
+        return "Resolution: the calibration has no AUBC MDE."
+    scaled = "" if n == cal["n_seeds"] else (
+        f" (the A/A sd {cal['sd_paired_aubc']:.4f} at the {n} seeds reported; {cal['mde_aubc']:.4f} with the "
+        f"calibration's {cal['n_seeds']})")
     return (f"Resolution (A/A calibration, {cal['n_seeds']} seeds): minimum detectable AUBC difference "
-            f"{cal['mde_aubc']:.4f}; smaller differences between neighbours in the ranking are marked NOT RESOLVED.")
+            f"{mde:.4f}{scaled}; smaller differences between neighbours in the ranking are marked NOT RESOLVED.")
 
 
 def vs_random_table(model: dict[str, Any]) -> tuple[list[str], list[list[Cell]]] | None:
