@@ -89,3 +89,12 @@ def test_list(what, expect, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith(expect) for line in lines)
     assert all(len(line.split(None, 1)) == 2 for line in lines)
+
+
+def test_the_reference_runs_its_own_seeds_within_the_requested_ones():
+    from albench.cli.run import reference_seeds
+
+    assert reference_seeds([0], None) == [0]                 # the quick reference: one seed
+    assert reference_seeds([0], [0, 1, 2]) == [0]            # --seeds 0-2 does not train three references
+    assert reference_seeds(list(range(10)), [0, 1, 2]) == [0, 1, 2]
+    assert reference_seeds([0], [3, 4]) == [3]               # none of its own requested: the first one

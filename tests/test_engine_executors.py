@@ -70,6 +70,87 @@ def test_thread_split_and_device_placement():
         LocalExecutor(0)
 
 
+def test_jobs_auto_is_one_worker_per_core_and_never_more_than_the_jobs(monkeypatch):
+    from albench.cli.run import auto_workers
+
+    monkeypatch.setattr("albench.engine.executors.local.cpu_cores", lambda: 4)
+    assert auto_workers("cpu", 0, 11) == 4          # one single-threaded job per core
+    assert auto_workers("cpu", 2, 11) == 2          # --threads 2: cores // 2
+    assert auto_workers("cpu", 0, 3) == 3           # never more workers than jobs
+    assert auto_workers("cpu", 8, 11) == 1          # more threads than cores: one at a time
+    assert auto_workers("cuda:1", 0, 11) == 1       # an explicit device: one job on it
+    assert auto_workers("cpu", 0, None) == 4
+
+
+class RecordingExecutor:
+    """An in-process executor that remembers the order it was given the jobs in."""
+
+    def __init__(self):
+        from albench.engine.executors import InProcessExecutor
+
+        self.inner, self.order = InProcessExecutor(), []
+
+    def run(self, jobs, fn, events=None):
+        self.order = [(j.protocol.name, j.method.label) for j in jobs]
+        return self.inner.run(jobs, fn, events)
+
+
+def test_run_together_runs_the_reference_in_the_same_pool_first(store, protocol, reference, tmp_path):
+    from albench.engine.runner import run_together
+
+    full = parse_protocol(tiny_protocol("tiny-exec-full", schedule=[1.0], tail="""
+[run]
+methods = ["full"]
+seeds = [0]
+"""), "tiny-exec-full.toml")
+    executor = RecordingExecutor()
+    methods = Runner(protocol, store, out=tmp_path, progress=None, executor=executor)
+    ref = Runner(full, store, out=tmp_path, progress=None, executor=executor)
+    ref_records, records = run_together([ref, methods])
+    assert executor.order == [("tiny-exec-full", "full"), ("tiny-exec", "random"), ("tiny-exec", "oracle")]
+    assert [r.method.label for r in ref_records] == ["full"] and not ref.failures
+    _same(records, reference)
+    with pytest.raises(AlbenchError, match="share one executor"):
+        run_together([Runner(full, store, out=tmp_path, progress=None), methods])
+
+
+PARENT = """
+import os, sys, time
+from albench.engine.executors import LocalExecutor
+
+
+def job(path, emit):
+    open(path, "w").write(str(os.getpid()))
+    time.sleep(120)
+
+
+if __name__ == "__main__":
+    LocalExecutor(1, threads=1).run([sys.argv[1]], job)
+"""
+
+
+def test_a_killed_parent_leaves_no_job_process_running(tmp_path):
+    import subprocess
+    import time
+
+    script, pid_file = tmp_path / "parent.py", tmp_path / "job.pid"
+    script.write_text(PARENT)
+    parent = subprocess.Popen([sys.executable, str(script), str(pid_file)])
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        child = int(pid_file.read_text())
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not Path(f"/proc/{child}").exists(), "the job process outlived its killed parent"
+    finally:
+        parent.kill()
+
+
 def test_two_local_workers_give_the_in_process_records(store, protocol, reference, tmp_path):
     lines = []
     runner = Runner(protocol, store, out=tmp_path, progress=lines.append,
@@ -274,7 +355,7 @@ def test_cli_jobs_2_gives_the_records_of_jobs_1(tmp_path, data_cache, brats19_so
     monkeypatch.setattr("albench.engine.protocol.resource_dir", lambda kind: tmp_path)
     common = ["run", "--protocol", str(proto), "--data", str(brats19_source), "--dataset", "brats19", "--device", "cpu",
               "--quick", "--no-reference", "--threads", "1"]
-    assert main(common + ["--out", str(tmp_path / "one")]) == 0
+    assert main(common + ["--out", str(tmp_path / "one"), "--jobs", "1"]) == 0
     plain = capsys.readouterr().err
     assert "round 1/1 labelled" in plain and "jobs 4/4 done, 0 running" in plain
     assert main(common + ["--out", str(tmp_path / "two"), "--jobs", "2", "--quiet"]) == 0

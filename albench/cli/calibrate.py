@@ -22,6 +22,8 @@ where `albench run` (and later report / check) read it. Definitions: docs/statis
 
 
 def register(subparsers: Any) -> None:
+    from albench.cli.run import add_jobs_argument
+
     p = subparsers.add_parser("calibrate", help="measure a protocol's resolution with an A/A test",
                               description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--protocol", required=True, help="shipped protocol name or a .toml path")
@@ -35,13 +37,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--data", type=Path, help="folder of a real dataset")
     p.add_argument("--dataset", help="dataset name or store .h5 path (default: the protocol's)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's choice)")
+    add_jobs_argument(p)
     p.add_argument("--json", action="store_true", help="print the calibration as JSON")
     p.add_argument("--quiet", action="store_true", help="no per-round progress lines")
     p.set_defaults(func=cmd_calibrate)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from albench.cli.run import _store, load_protocol_and_threads
+    from albench.cli.run import _store, load_protocol_and_threads, local_executor
     from albench.engine.calibrate import calibrate, calibration_path, format_calibration
     from albench.engine.replay import stderr_progress
     from albench.engine.runner import parse_seeds
@@ -51,10 +54,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds) if args.seeds else list(protocol.seeds)
     if len(seeds) < 2:
         raise AlbenchError(f"calibrate needs at least 2 seeds, got {seeds}; pass e.g. --seeds 0-4")
+    device = str(resolve_device(args.device))
+    executor = local_executor(args, device, n_jobs=2 * len(seeds))
     store = _store(args, protocol)
     cal = calibrate(protocol, store, seeds=seeds, runs=args.runs, out=args.out, reports=args.reports,
-                    device=str(resolve_device(args.device)), progress=None if args.quiet else stderr_progress,
-                    threads=args.threads)
+                    device=device, progress=None if args.quiet else stderr_progress,
+                    threads=args.threads, executor=executor)
     print(json.dumps(cal, indent=1) if args.json else format_calibration(cal))
     print(f"\ncalibration: {calibration_path(args.reports, protocol)}", file=sys.stderr)
     return 0

@@ -21,6 +21,8 @@ effect. --save stores the method's results in the --against file instead of gati
 
 
 def register(subparsers: Any) -> None:
+    from albench.cli.run import add_jobs_argument
+
     from albench.cli.verify import add_store_args
 
     p = subparsers.add_parser("check", help="CI gate: fail when a method's suggestion quality regressed",
@@ -34,11 +36,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--runs", type=Path, default=Path("runs"), help="run records folder (default: ./runs)")
     p.add_argument("--reports", type=Path, default=Path("reports"), help="where calibrations are kept")
     add_store_args(p)
+    add_jobs_argument(p)
     p.set_defaults(func=cmd_check)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from albench.cli.run import _store, load_protocol_and_threads
+    from albench.cli.run import _store, load_protocol_and_threads, local_executor
     from albench.engine.replay import stderr_progress
     from albench.engine.runner import parse_seeds
     from albench.errors import AlbenchError
@@ -47,11 +50,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.tolerance is not None and args.tolerance < 0:
         raise AlbenchError(f"--tolerance must be >= 0, got {args.tolerance}")
     protocol = load_protocol_and_threads(args)
+    seeds = parse_seeds(args.seeds) if args.seeds else None
+    executor = local_executor(args, args.device, n_jobs=len(seeds if seeds is not None else protocol.seeds))
     store = _store(args, protocol)
     res = run_check(protocol, store, args.method, against=args.against, runs=args.runs, tolerance=args.tolerance,
                     baseline=args.baseline, save=args.save,
-                    seeds=parse_seeds(args.seeds) if args.seeds else None, reports=args.reports,
-                    device=args.device, progress=None if args.quiet else stderr_progress, threads=args.threads)
+                    seeds=seeds, reports=args.reports, device=args.device,
+                    progress=None if args.quiet else stderr_progress, threads=args.threads, executor=executor)
     if res is None:
         print(f"stored the results of {args.method} in {args.against}", file=sys.stderr)
         return 0

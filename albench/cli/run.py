@@ -17,7 +17,7 @@ RUN_EPILOG = """examples:
   albench run --protocol brats-7pct --dataset brats19       a store built earlier with albench data build
   albench run --protocol brats-3pct --method my_method.py:MyMethod --seeds 0,3 --out results/
   albench run --protocol brats-7pct --quick --set oracle.batch_size=64   a method hyperparameter
-  albench run --protocol brats-7pct --quick --jobs 2                 two jobs at once (threads split)
+  albench run --protocol brats-7pct --quick --jobs 1                 one job at a time, in this process
   albench run --protocol brats-7pct --executor ray --address auto --gpus-per-job 0.5   a Ray cluster
 
 Records go to OUT/<protocol>__<profile>__<protocol fp>/<dataset>__<dataset fp>/<label>__<settings>__seed<k>.json;
@@ -45,13 +45,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", default="runs", type=Path, help="results folder (default: ./runs)")
     p.add_argument("--data", type=Path, help="folder of a real dataset (e.g. MICCAI_BraTS_2019_Data_Training)")
     p.add_argument("--dataset", help="dataset name (albench list datasets) or a store .h5 path; default: the protocol's")
-    p.add_argument("--no-reference", action="store_true", help="skip the full-data reference row")
+    p.add_argument("--no-reference", action="store_true", help="skip the full-data reference row (it runs the reference profile's seeds that "
+                        "are among --seeds, else the first of --seeds)")
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads for torch (default: torch's choice; 1 helps on an oversubscribed machine)")
     p.add_argument("--quiet", action="store_true", help="no progress (for scripts): only the table and paths")
-    p.add_argument("--jobs", type=int, default=1, metavar="N",
-                   help="run N jobs at once in local processes (torch threads per job: cores // N unless "
-                        "--threads; one GPU each, round-robin, when there are several)")
+    add_jobs_argument(p)
     p.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local (this machine, default) or ray (Ray tasks; needs the albench[ray] extra)")
     p.add_argument("--address", help="with --executor ray: the cluster to join ('auto': the one `ray start` "
@@ -115,14 +114,48 @@ def load_protocol_and_threads(args: argparse.Namespace) -> Any:
     return load_protocol(args.protocol, "quick" if args.quick else args.profile)
 
 
-def make_executor(args: argparse.Namespace, device: str) -> Any:
-    """The executor asked for by ``--jobs`` / ``--executor`` (None: in process, one job at a time)."""
+def add_jobs_argument(p: Any) -> None:
+    """``--jobs N|auto`` (run, calibrate, check)."""
+    p.add_argument("--jobs", type=_jobs_arg, default="auto", metavar="N",
+                   help="run N jobs at once in local processes (torch threads per job: cores // N unless "
+                        "--threads; one GPU each, round-robin, when there are several); 1: one after another "
+                        "in this process; default auto: one job per core on a CPU (cores // --threads with "
+                        "--threads), one per GPU on CUDA, never more than there are jobs")
+
+
+def _jobs_arg(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of jobs or 'auto', got {text!r}") from None
+
+
+def auto_workers(device: str, threads: int, n_jobs: int | None) -> int:
+    """``--jobs auto``: one worker per core on a CPU (cores // ``threads`` when threads are
+    given), one per visible GPU with ``--device cuda`` (an explicit ``cuda:k``: one), at most
+    ``n_jobs`` (the jobs to run), at least 1."""
+    from albench.engine.executors.local import cpu_cores
+
+    if device.startswith("cuda"):
+        import torch
+
+        workers = torch.cuda.device_count() if device == "cuda" and torch.cuda.is_available() else 1
+    else:
+        workers = cpu_cores() // max(1, threads)
+    return max(1, min(workers, n_jobs if n_jobs is not None else workers))
+
+
+def make_executor(args: argparse.Namespace, device: str, n_jobs: int | None = None) -> Any:
+    """The executor asked for by ``--jobs`` / ``--executor`` (None: in process, one job at a time).
+    ``n_jobs``: how many jobs will run (caps ``--jobs auto``)."""
     from albench.engine.runner import JobFailure
 
-    if args.jobs < 1:
+    if args.jobs != "auto" and args.jobs < 1:
         raise AlbenchError(f"--jobs must be >= 1, got {args.jobs}")
     if args.executor == "ray":
-        if args.jobs != 1:
+        if args.jobs not in ("auto", 1):
             raise AlbenchError("--jobs is for the local executor; with --executor ray, Ray decides how many jobs run "
                                "at once (CPUs per job: --threads, GPUs per job: --gpus-per-job)")
         from albench.engine.executors.ray_executor import RayExecutor, import_ray
@@ -136,11 +169,22 @@ def make_executor(args: argparse.Namespace, device: str) -> Any:
                            failure=JobFailure)
     if args.address or args.gpus_per_job is not None:
         raise AlbenchError("--address and --gpus-per-job are options of --executor ray")
-    if args.jobs == 1:
+    return local_executor(args, device, n_jobs)
+
+
+def local_executor(args: argparse.Namespace, device: str, n_jobs: int | None) -> Any:
+    """The executor of ``--jobs`` (and ``--threads``): None (in process) for one worker, else a
+    LocalExecutor."""
+    from albench.engine.runner import JobFailure
+
+    if args.jobs != "auto" and args.jobs < 1:
+        raise AlbenchError(f"--jobs must be >= 1, got {args.jobs}")
+    workers = auto_workers(device, args.threads, n_jobs) if args.jobs == "auto" else args.jobs
+    if workers == 1:
         return None
     from albench.engine.executors import LocalExecutor
 
-    return LocalExecutor(args.jobs, threads=args.threads or None, failure=JobFailure)
+    return LocalExecutor(workers, threads=args.threads or None, failure=JobFailure)
 
 
 def _board(args: argparse.Namespace, protocol: Any, n_jobs: int) -> Any:
@@ -149,12 +193,21 @@ def _board(args: argparse.Namespace, protocol: Any, n_jobs: int) -> Any:
     return None if args.quiet else ProgressBoard(n_jobs, len(protocol.budget.schedule))
 
 
+def reference_seeds(own: list[int], requested: list[int] | None) -> list[int]:
+    """The seeds of the full-data reference: its own profile's (``own``; the quick profile has one,
+    the reference being the costliest job), restricted to ``--seeds`` when given; when none of the
+    requested seeds is the reference's, the first requested seed."""
+    if requested is None:
+        return list(own)
+    return [s for s in requested if s in own] or list(requested[:1])
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from albench.engine.protocol import load_protocol
     from albench.engine.records import experiment_dir
     from albench.engine.report import format_table, summarize
     from albench.engine.jobs import parse_param
-    from albench.engine.runner import Runner, parse_seeds
+    from albench.engine.runner import Runner, parse_seeds, run_together
     from albench.io import atomic_write_json, atomic_write_text
     from albench.training import resolve_device
 
@@ -167,7 +220,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         device = args.device  # the GPUs are on the Ray nodes; RayExecutor checks the cluster has them
     else:
         device = str(resolve_device(args.device))
-    executor = make_executor(args, device)
+    ref = None
+    if protocol.reference and not args.no_reference:
+        ref = load_protocol(protocol.reference)
+        if profile is not None and profile in ref.profiles:
+            ref = ref.with_profile(profile)
+    ref_seeds = reference_seeds(list(ref.seeds), seeds if args.seeds else None) if ref is not None else []
+    executor = make_executor(args, device, n_jobs=len(methods) * len(seeds) + len(ref_seeds))
     started = time.perf_counter()
     store = _store(args, protocol)
     _log(args, f"{protocol.label}: dataset {store.name} (fingerprint {store.fingerprint[:12]}), "
@@ -182,23 +241,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     runner = Runner(protocol, store, methods=methods, seeds=seeds, out=args.out, device=device, progress=None,
                     mode=mode, overrides=overrides, allow_code_change=args.allow_code_change, threads=args.threads,
                     executor=executor, share_round0=share)
-    runner.progress = _board(args, protocol, len(runner.jobs()))
-    records = runner.run()
-    failures = list(runner.failures)
-    reference: list[dict] = []
-    ref_dir = None
-    if protocol.reference and not args.no_reference:
-        ref = load_protocol(protocol.reference)
-        if profile is not None and profile in ref.profiles:
-            ref = ref.with_profile(profile)
-        ref_seeds = parse_seeds(args.seeds) if args.seeds else list(ref.seeds)
+    runners = [runner]
+    ref_runner = None
+    if ref is not None:
         ref_runner = Runner(ref, store, seeds=ref_seeds, out=args.out, device=device, progress=None, mode=mode,
-                            allow_code_change=args.allow_code_change, threads=args.threads, executor=executor,
+                            allow_code_change=args.allow_code_change, threads=args.threads, executor=runner.executor,
                             share_round0=share)
-        ref_runner.progress = _board(args, ref, len(ref_runner.jobs()))
-        reference = ref_runner.run()
-        failures += ref_runner.failures
-        ref_dir = ref_runner.exp_dir
+        # in parallel, the reference (the longest jobs) starts first so that no worker idles at the end
+        runners = [runner, ref_runner] if executor is None else [ref_runner, runner]
+    board = _board(args, protocol, sum(len(r.jobs()) for r in runners))
+    by_runner = {id(r): recs for r, recs in zip(runners, run_together(runners, board))}
+    records = by_runner[id(runner)]
+    reference = by_runner[id(ref_runner)] if ref_runner is not None else []
+    ref_dir = ref_runner.exp_dir if ref_runner is not None else None
+    failures = [f for r in runners for f in r.failures]
     from albench.engine.calibrate import load_calibration
 
     summary = summarize(records, reference=reference)

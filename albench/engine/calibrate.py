@@ -150,10 +150,11 @@ def format_calibration(cal: dict[str, Any]) -> str:
 
 def calibrate(protocol: Protocol, store: Any, *, seeds: Sequence[int], runs: str | Path, out: str | Path | None,
               reports: str | Path = "reports", device: str = "cpu", progress=None, mode: str = "sealed",
-              threads: int = 0) -> dict[str, Any]:
-    """Run (or reuse) the A/A jobs of ``protocol`` for ``seeds`` and write the calibration."""
+              threads: int = 0, executor: Any = None) -> dict[str, Any]:
+    """Run (or reuse) the A/A jobs of ``protocol`` for ``seeds`` and write the calibration.
+    ``executor``: where the jobs run (default: one after another in this process)."""
     runner = Runner(protocol, store, methods=aa_methods(), seeds=list(seeds), out=runs, device=device,
-                    progress=progress, mode=mode, threads=threads)
+                    progress=progress, mode=mode, threads=threads, executor=executor)
     records = runner.run()
     if runner.failures:
         raise AlbenchError("calibrate: A/A job(s) failed: " + "; ".join(f.error.splitlines()[0] for f in runner.failures))

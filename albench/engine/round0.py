@@ -18,17 +18,15 @@ round's training, so that training must run in the job) and joint-training track
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 
-from albench.io import atomic_path
+from albench.io import atomic_path, file_lock
 
 ROUND0_FORMAT = "albench-round0/1"
 
@@ -42,17 +40,6 @@ def round0_key(*, protocol_fingerprint: str, dataset_fingerprint: str, content_h
                           "cpu_threads": int(cpu_threads),
                           "code": code_version, "numerics": int(numerics_version)}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def _load(path: Path, key: str) -> dict[str, Any] | None:
@@ -78,7 +65,7 @@ def shared_round0(folder: Path, key: str, model: torch.nn.Module, optimizer: tor
     (which trains ``model`` in place and evaluates it) and published. The bool says whether it
     was loaded."""
     path = Path(folder) / f"{key}.pt"
-    with _locked(path.with_suffix(".lock")):
+    with file_lock(path.with_suffix(".lock")):
         art = _load(path, key)
         if art is not None:
             model.load_state_dict(art["model"])

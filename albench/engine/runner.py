@@ -60,6 +60,16 @@ def _failure(job: JobSpec, message: str) -> JobFailure:
     return JobFailure(job, message)
 
 
+def as_events(progress: Progress | JobEvents | None) -> JobEvents | None:
+    """A JobEvents sink for ``progress``: itself when it is one, else round lines and notes
+    forwarded to the ``progress(line)`` callable."""
+    if progress is None:
+        return None
+    if hasattr(progress, "emit") and hasattr(progress, "done"):
+        return progress  # type: ignore[return-value]
+    return LineEvents(progress)  # type: ignore[arg-type]
+
+
 def parse_seeds(text: str) -> list[int]:
     """``"0-9"`` -> 0..9, ``"0,3"`` -> [0, 3], ``"0-2,7"`` -> [0, 1, 2, 7]."""
     seeds: list[int] = []
@@ -189,11 +199,7 @@ class Runner:
         ]
 
     def _events(self) -> JobEvents | None:
-        if self.progress is None:
-            return None
-        if hasattr(self.progress, "emit") and hasattr(self.progress, "done"):
-            return self.progress  # type: ignore[return-value]
-        return LineEvents(self.progress)  # type: ignore[arg-type]
+        return as_events(self.progress)
 
     def execute(self, job: JobSpec, emit: Emit | None = None) -> RunRecord | JobFailure:
         """Run one job in this process, reusing the open store."""
@@ -208,9 +214,36 @@ class Runner:
 
     def run(self) -> list[RunRecord]:
         """Run every job; returns the finished records in job order (failures in ``failures``)."""
-        results = self.executor.run(self.jobs(), self.job_function(), self._events())
+        return self._collect(self.executor.run(self.jobs(), self.job_function(), self._events()))
+
+    def _collect(self, results: Sequence[Any]) -> list[RunRecord]:
         self.failures = [r for r in results if isinstance(r, JobFailure)]
         return [r for r in results if isinstance(r, RunRecord)]
+
+
+def run_together(runners: Sequence[Runner], progress: Progress | JobEvents | None = None) -> list[list[RunRecord]]:
+    """Run the jobs of several Runners on one store (a protocol's methods and its full-data
+    reference) in one call of the first runner's executor, in the order given, so that parallel
+    workers never wait for one runner's last job before starting the next runner's (give the
+    longest jobs first). Returns each runner's finished records; sets each runner's ``failures``."""
+    if not runners:
+        return []
+    executor = runners[0].executor
+    if any(r.executor is not executor for r in runners):
+        raise AlbenchError("run_together needs runners that share one executor")
+    if len({str(r.store.path) for r in runners}) != 1:
+        raise AlbenchError("run_together needs runners on one store")
+    owned = [(r, job) for r in runners for job in r.jobs()]
+    if isinstance(executor, InProcessExecutor):
+        owner = {str(job.record_path): r for r, job in owned}
+
+        def fn(job: JobSpec, emit: Emit | None = None) -> RunRecord | JobFailure:
+            return owner[str(job.record_path)].execute(job, emit)
+    else:
+        fn = runners[0].job_function()
+    events = as_events(runners[0].progress if progress is None else progress)
+    results = executor.run([job for _, job in owned], fn, events)
+    return [r._collect([res for (o, _), res in zip(owned, results) if o is r]) for r in runners]
 
 
 def execute_job(job: JobSpec) -> RunRecord:

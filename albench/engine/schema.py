@@ -184,6 +184,10 @@ class ExecutionInfo(_Model):
     fs_seal: str = ""
     limits: dict[str, float] = Field(default_factory=dict)
     worker_start_seconds: float | None = volatile()
+    # torch's intra-op threads of the job on a CPU (None on a GPU): float sums can change in
+    # their last bits with it, so the shared round 0 is keyed by it; volatile because the
+    # default depends on the machine's cores
+    cpu_threads: int | None = volatile()
 
 
 class Timings(_Model):

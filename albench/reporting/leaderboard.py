@@ -174,14 +174,14 @@ def compare(candidate: dict[str, Any], baseline: dict[str, Any], *, method: str,
 def run_check(protocol: Any, store: Any, method: str, *, against: str | Path, runs: str | Path = "runs",
               tolerance: float | None = None, baseline: str | None = None, save: bool = False,
               seeds: Sequence[int] | None = None, reports: str | Path = "reports", device: str = "cpu",
-              progress: Any = None, threads: int = 0) -> CheckResult | None:
+              progress: Any = None, threads: int = 0, executor: Any = None) -> CheckResult | None:
     """Run (or read) ``method``'s jobs, compare with ``against`` and, with ``save``, store its
     results there instead of gating (returns None then)."""
     from albench.engine.calibrate import load_calibration
     from albench.engine.runner import Runner
 
     runner = Runner(protocol, store, methods=[method], seeds=list(seeds) if seeds is not None else None, out=runs,
-                    device=device, progress=progress, threads=threads)
+                    device=device, progress=progress, threads=threads, executor=executor)
     records = runner.run()
     if runner.failures:
         raise CheckFailed(f"check: {len(runner.failures)} job(s) of {method} failed: "

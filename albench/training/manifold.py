@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from albench.errors import AlbenchError
-from albench.io import atomic_path
+from albench.io import atomic_path, file_lock
 from albench.models.seeding import seeded
 from albench.models.vae import VAE
 from albench.resources import cache_dir
@@ -165,10 +165,17 @@ def get_manifold(store: Any, cfg: ManifoldConfig, device: torch.device | str, *,
     ``images(rows)`` (albench.data SliceStore). Training uses seeded streams from ``cfg.seed``;
     the cache file is written atomically, and an unreadable cache file is retrained over (with a
     warning). Warns (RuntimeWarning) when a latent dimension has var(mu) < 1e-3 across the pool
-    (posterior collapse)."""
+    (posterior collapse). An exclusive lock on the cache file's ``.lock`` makes parallel jobs
+    that need the same manifold wait for the one training it, so it is trained once."""
     device = torch.device(device)
     fp = manifold_fingerprint(str(store.fingerprint), cfg)
     path = manifold_path(fp)
+    with file_lock(path.with_suffix(".lock")):
+        return _load_or_train(store, cfg, device, fp, path, quiet=quiet)
+
+
+def _load_or_train(store: Any, cfg: ManifoldConfig, device: torch.device, fp: str, path: Path, *,
+                   quiet: bool) -> Manifold:
     if path.exists():
         try:
             return _load(path, store, cfg, device, fp)

@@ -5,7 +5,9 @@ starts the job's sealed method worker as usual. CPU threads are split fairly: to
 job = cores // N (at least 1). With several CUDA devices, jobs are placed round-robin by worker
 slot, one device per running job. A job whose process dies (killed, out of memory) is started
 again, up to ``retries`` times, and resumes from its last finished round; a finished job is
-skipped by the job function itself, so it never runs twice."""
+skipped by the job function itself, so it never runs twice. A job process ends when the
+process that started it dies (a killed ``albench run`` leaves nothing running; the record keeps
+the rounds it finished)."""
 
 from __future__ import annotations
 
@@ -41,7 +43,40 @@ def place_device(device: str, slot: int, n_gpus: int) -> str:
     return device
 
 
-def _child(conn: Any, fn: JobFn, job: Any, threads: int) -> None:  # pragma: no cover - runs in the child
+def die_with_parent(parent_pid: int) -> str:
+    """Make this process end when ``parent_pid`` (the process that started it) dies, so that a
+    killed ``albench run`` leaves no job running: Linux's ``PR_SET_PDEATHSIG`` (SIGTERM), else a
+    thread that polls the parent every second. Returns which mechanism is in place."""
+    import signal
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) == 0:  # PR_SET_PDEATHSIG = 1
+                if os.getppid() != parent_pid:  # the parent died before prctl took effect
+                    os._exit(1)
+                return "pdeathsig"
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        import time
+
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            time.sleep(1.0)
+
+    threading.Thread(target=watch, name="albench-parent-watch", daemon=True).start()
+    return "watch"
+
+
+def _child(conn: Any, fn: JobFn, job: Any, threads: int, parent_pid: int) -> None:  # pragma: no cover - runs in the child
+    die_with_parent(parent_pid)
     import torch
 
     torch.set_num_threads(threads)
@@ -111,7 +146,7 @@ class LocalExecutor:
                     if hasattr(job, "device") and dataclasses.is_dataclass(job):
                         job = dataclasses.replace(job, device=place_device(job.device, slot, self._gpus()))
                     parent, child = ctx.Pipe(duplex=False)
-                    proc = ctx.Process(target=_child, args=(child, fn, job, self.threads),
+                    proc = ctx.Process(target=_child, args=(child, fn, job, self.threads, os.getpid()),
                                        name=f"albench-job-{i}", daemon=False)
                     if attempts[i] == 0:
                         events.start(i, jobs[i])
