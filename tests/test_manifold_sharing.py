@@ -123,3 +123,36 @@ def test_sealed_jobs_read_the_manifold_the_first_job_wrote(brats19_source, data_
         if stamp is None:
             stamp = (st.st_ino, st.st_mtime_ns)
         assert (st.st_ino, st.st_mtime_ns) == stamp, f"job {i} ({method}, seed {seed}) rewrote the manifold"
+
+
+def _get_manifold_counting(log: str) -> None:  # pragma: no cover - runs in a spawned process
+    """Ask for the test's manifold, appending a line to ``log`` for every VAE trained."""
+    from albench.training.manifold import ManifoldConfig
+
+    real = manifold_mod.train_vae
+
+    def counting(vae, *args, **kwargs):
+        with open(log, "a") as fh:
+            fh.write("trained\n")
+        return real(vae, *args, **kwargs)
+
+    manifold_mod.train_vae = counting
+    cfg = ManifoldConfig(z_dim=2, widths=(4, 8, 8, 8), epochs=2, batch_size=8)
+    manifold_mod.get_manifold(TinyStore(n_cases=6, depth=8, size=32), cfg, "cpu")
+
+
+def test_two_processes_asking_at_once_train_the_manifold_once(data_cache, tmp_path):
+    """Parallel jobs (``--jobs``, Ray) needing one manifold: the second waits on the lock beside
+    the cache file and loads what the first trained."""
+    import multiprocessing as mp
+
+    log = tmp_path / "trainings.log"
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_get_manifold_counting, args=(str(log),)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert log.read_text().count("trained") == 1
+    assert len(manifold_files()) == 1

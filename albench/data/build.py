@@ -364,7 +364,8 @@ def _ingest(card: DatasetCard, ordered: list[CaseFiles], assign: dict[str, str],
     order) while the main thread compresses, hashes and writes the finished ones."""
     from tqdm import tqdm
 
-    bar = tqdm(total=len(ordered), desc=f"ingest {card.name}", unit="case", file=sys.stderr, disable=quiet)
+    bar = tqdm(total=len(ordered), desc=f"ingest {card.name}", unit="case", file=sys.stderr,
+               disable=True if quiet else None)  # None: off when stderr is not a terminal
     workers = max(1, min(PREFETCH, os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         queue: deque[Future] = deque(pool.submit(process_case, card, f, lm, grid, size) for f in ordered[:workers])

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -92,10 +93,14 @@ def synth_config_id(name: str, **options: Any) -> str:
 
 
 def _runner(workers: int, quiet: bool, label: str) -> Callable[[Callable, list], list]:
+    live = sys.stdout.isatty()
+
     def report(done: int, total: int, start: float) -> None:
-        if not quiet:
-            print(f"\r{label}: {done}/{total} subjects ({time.perf_counter() - start:.0f} s)",
-                  end="\n" if done == total else "", flush=True)
+        # on a terminal one line redrawn in place; in a log file a line per tenth (and the last)
+        if quiet or not (live or done == total or done % max(1, total // 10) == 0):
+            return
+        print(f"{chr(13) if live else ''}{label}: {done}/{total} subjects ({time.perf_counter() - start:.0f} s)",
+              end="\n" if done == total or not live else "", flush=True)
 
     def run(fn: Callable, jobs: list) -> list:
         start = time.perf_counter()
