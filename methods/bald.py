@@ -116,7 +116,10 @@ class BALD(Method):
     ``epochs`` = 10 and ``min_steps`` = 0 (the own model's training, the protocols' per-round
     schedule); ``train_batch_size`` = 32, ``lr`` = 1e-3, ``dice`` = "batch" (the protocols'
     training); ``augment`` = True (the job's augmentation); ``batch_size`` = 32 pool slices
-    per scoring chunk (each chunk holds T passes' running sums)."""
+    per scoring chunk (each chunk holds T passes' running sums); ``subset`` = 0 (score the whole
+    pool, spec) or score only a random subset of max(subset, budget) pool slices drawn with
+    ``state.rng`` each round [ours, as learning loss's reference code and baal's pool subsampling]:
+    the cost is T passes per scored slice, so on a large pool this bounds a round's time."""
 
     requires = frozenset({"segmenter"})
     description = "MC-dropout BALD (T passes of its own dropout U-Net), highest mean mutual information"
@@ -124,8 +127,10 @@ class BALD(Method):
     def __init__(self, T: int = 20, dropout: float = 0.5, reduction: str = "mean", dilate: int = 5,
                  use_segmenter: bool = False, warm_start: bool = True, epochs: int = 10, min_steps: int = 0,
                  train_batch_size: int = 32, lr: float = 1e-3, dice: str = "batch", augment: bool = True,
-                 batch_size: int = 32):
+                 batch_size: int = 32, subset: int = 0):
         check_reduction("bald", reduction, dilate)
+        if int(subset) < 0:
+            raise MethodError(f"bald: subset must be >= 0 (0 = the whole pool), got {subset}")
         if int(T) < 1:
             raise MethodError(f"bald: T (stochastic passes) must be >= 1, got {T}")
         if not 0.0 < float(dropout) < 1.0:
@@ -149,6 +154,7 @@ class BALD(Method):
         self.dice = dice
         self.augment = bool(augment)
         self.batch_size = int(batch_size)
+        self.subset = int(subset)
         self._info: dict[str, Any] = {}
 
     # -- the MC-dropout network -------------------------------------------------------------------
@@ -208,9 +214,11 @@ class BALD(Method):
         return model.eval()
 
     # -- scoring ----------------------------------------------------------------------------------
-    def scores(self, state, model: nn.Module, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """(pool rows, slice BALD scores) with ``self.T`` MC-dropout passes of ``model`` per chunk
-        of ``batch_size`` slices; the dropout masks come from torch seeded with ``seed``."""
+    def scores(self, state, model: nn.Module, seed: int, rows: Sequence[int] | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, slice BALD scores) for the pool rows ``rows`` (default: the whole pool) with
+        ``self.T`` MC-dropout passes of ``model`` per chunk of ``batch_size`` slices; the dropout
+        masks come from torch seeded with ``seed``."""
         from albench.training.device import amp_dtype, autocast
 
         dtype = amp_dtype("auto", state.device)
@@ -221,12 +229,13 @@ class BALD(Method):
         try:
             with _fork_rng(state.device):
                 torch.manual_seed(int(seed))
-                for rows, images in state.iter_images(state.pool, batch_size=self.batch_size):
+                for chunk, images in state.iter_images(state.pool if rows is None else rows,
+                                                       batch_size=self.batch_size):
                     x = torch.as_tensor(np.asarray(images), dtype=torch.float32).to(state.device)
                     with torch.inference_mode(), autocast(dtype, state.device):
                         mean_p, bald = mc_bald(unet_passes(model, x), self.T)
                     scores.append(reduce_pixels(bald, mean_p, self.reduction, self.dilate).cpu().numpy())
-                    rows_all.append(np.asarray(rows, dtype=np.int64))
+                    rows_all.append(np.asarray(chunk, dtype=np.int64))
         finally:
             model.eval()
         if not rows_all:
@@ -236,12 +245,18 @@ class BALD(Method):
     def suggest(self, state, budget: int) -> Sequence[int]:
         seeds = state.rng.integers(0, 2 ** 63 - 1, size=5)
         model = self.dropout_model(state, seeds)
-        rows, scores = self.scores(state, model, int(seeds[4]))
+        pool = np.asarray(state.pool, dtype=np.int64)
+        scored = None
+        if self.subset and self.subset < pool.size:
+            scored = np.sort(state.rng.choice(pool, size=max(self.subset, budget), replace=False))
+        rows, scores = self.scores(state, model, int(seeds[4]), scored)
         self._info["mean_score"] = float(scores.mean()) if scores.size else None
+        self._info["scored"] = int(rows.size)
         return top_by_score(rows, scores, budget, state.rng)
 
     def round_info(self) -> dict[str, Any]:
         """``network`` ("own" | "segmenter"), ``dropout`` (p sampled), for the own model
         ``warm_start`` (weights loaded), ``train_steps``, ``train_loss`` (last epoch), and
-        ``mean_score`` (mean slice BALD over the pool, nats)."""
+        ``mean_score`` (mean slice BALD over the scored slices, nats), ``scored`` (how many pool
+        slices were scored: the pool, or the ``subset``)."""
         return dict(self._info)

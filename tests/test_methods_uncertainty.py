@@ -103,6 +103,12 @@ class TestBALD(MethodConformance):
         return BALD(T=2, epochs=1, batch_size=16)
 
 
+class TestBALDSubset(MethodConformance):
+    scale_check = True    # the spec's T = 20 passes, of max(subset, budget) = 1,000 of the 100,000 pool slices
+    def make_method(self):
+        return BALD(epochs=1, batch_size=64, subset=1000)
+
+
 def test_registered_names():
     for name, cls in [("entropy", Entropy), ("least_confidence", LeastConfidence), ("margin", Margin),
                       ("bald", BALD), ("random_fg", RandomForeground)]:
@@ -306,6 +312,28 @@ def test_bald_use_segmenter_needs_dropout():
     ask(method, state, 2)
     assert method.round_info()["network"] == "segmenter" and method.round_info()["dropout"] == 0.3
     assert all(torch.equal(before[k], v) for k, v in seg.state_dict().items()) and not seg.training
+
+
+def test_bald_subset_scores_only_that_many_pool_slices():
+    method = BALD(T=2, epochs=1, batch_size=16, subset=5)
+    state, _ = make_state(method)
+    seen = []
+    real = method.scores
+
+    def spy(state_, model, seed, rows=None):
+        out = real(state_, model, seed, rows)
+        seen.append(out[0])
+        return out
+
+    method.scores = spy
+    picks = ask(method, state, 3)
+    (scored,) = seen
+    assert scored.size == 5 == method.round_info()["scored"]
+    assert set(scored) <= set(state.pool.tolist()) and set(picks) <= set(scored.tolist())
+    ask(method, state, 8)                                   # a budget above the subset: max(subset, budget)
+    assert seen[-1].size == 8
+    with pytest.raises(MethodError, match="subset must be >= 0"):
+        BALD(subset=-1)
 
 
 def test_bald_defaults_follow_the_spec():
