@@ -23,6 +23,7 @@ from albench.reporting.leaderboard import (
     submit,
     verify,
 )
+from albench.stats import mde
 from tiny_protocol import tiny_protocol
 
 TINY = tiny_protocol('lbtiny', report=[0.2, 0.3], tail="""
@@ -181,6 +182,11 @@ def test_compare_and_tolerance_floor():
     assert effective_tolerance(None, {"mde_aubc": 0.048})[0] == 0.048
     assert effective_tolerance(0.1, {"mde_aubc": 0.048}) == (0.1, [])
     assert effective_tolerance(None, None)[0] == 0.02
+    # the floor is the calibrated MDE at the seeds compared: 3 seeds of a 10-seed calibration
+    cal = {"mde_aubc": 0.0186, "sd_paired_aubc": 0.0187, "n_seeds": 10}
+    tol3, notes3 = effective_tolerance(None, cal, 3)
+    assert tol3 == pytest.approx(mde(0.0187, 3)) and tol3 > 0.05 and "at 3 seeds" in notes3[0]
+    assert effective_tolerance(None, cal, 10)[0] == 0.0186
     with pytest.raises(AlbenchError, match="share no seed"):
         compare(cand, {"seeds": {"9": base["seeds"]["0"]}}, method="m", baseline_label="random", tolerance=0.0)
 

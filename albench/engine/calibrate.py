@@ -62,6 +62,19 @@ def load_calibration(protocol: Protocol, reports: str | Path = "reports") -> dic
     return data if data.get("protocol_fingerprint") == protocol.fingerprint else None
 
 
+def mde_at(calibration: dict[str, Any] | None, n_seeds: int | None) -> float | None:
+    """The calibrated minimum detectable AUBC difference at ``n_seeds`` seeds: the stored
+    ``mde_aubc`` at the calibration's own seed count, else the same A/A sd at ``n_seeds``
+    (``albench.stats.mde``). None without a calibration."""
+    if not calibration:
+        return None
+    stored = calibration.get("mde_aubc")
+    sd = calibration.get("sd_paired_aubc")
+    if n_seeds and sd is not None and n_seeds != calibration.get("n_seeds"):
+        return mde(float(sd), int(n_seeds))
+    return stored
+
+
 def _sd(values: Sequence[float]) -> float | None:
     v = np.asarray(values, dtype=float)
     return float(v.std(ddof=1)) if v.size > 1 else None

@@ -130,18 +130,27 @@ class CheckResult:
         return "\n".join(lines)
 
 
-def effective_tolerance(tolerance: float | None, calibration: dict | None) -> tuple[float, list[str]]:
-    """The tolerance used: never below the calibrated MDE (AUBC); notes say what was done."""
-    mde = calibration.get("mde_aubc") if calibration else None
+def effective_tolerance(tolerance: float | None, calibration: dict | None,
+                        n_seeds: int | None = None) -> tuple[float, list[str]]:
+    """The tolerance used: never below the calibrated MDE (AUBC) at the ``n_seeds`` compared
+    (the calibration's own MDE when not given); notes say what was done."""
+    from albench.engine.calibrate import mde_at
+
+    mde = mde_at(calibration, n_seeds)
     if mde is None:
         t = DEFAULT_TOLERANCE if tolerance is None else float(tolerance)
         return t, [f"protocol not calibrated (run `albench calibrate`): tolerance {t:.4f} used as given"
                    + ("" if tolerance is not None else " (default)")]
+    at = n_seeds or calibration.get("n_seeds")
+    stored = calibration.get("mde_aubc")
+    scaled = "" if at == calibration.get("n_seeds") or stored is None else (
+        f" (the A/A sd of {calibration.get('n_seeds')} seeds at {at}; {stored:.4f} with {calibration.get('n_seeds')})")
     if tolerance is None:
-        return float(mde), [f"tolerance: the protocol's calibrated minimum detectable effect {mde:.4f}"]
+        return float(mde), [f"tolerance: the protocol's calibrated minimum detectable effect at {at} seeds "
+                            f"{mde:.4f}{scaled}"]
     if tolerance < mde:
-        return float(mde), [f"--tolerance {tolerance:g} is below the protocol's calibrated resolution (MDE {mde:.4f}, "
-                            f"{calibration.get('n_seeds')} seeds): the MDE is used instead, since smaller regressions "
+        return float(mde), [f"--tolerance {tolerance:g} is below the protocol's calibrated resolution at {at} seeds "
+                            f"(MDE {mde:.4f}{scaled}): the MDE is used instead, since smaller regressions "
                             "cannot be told from noise"]
     return float(tolerance), []
 
@@ -210,7 +219,8 @@ def run_check(protocol: Any, store: Any, method: str, *, against: str | Path, ru
         notes = [f"{label}'s settings changed since its reference results were stored"]
     else:
         notes = []
-    tol, tol_notes = effective_tolerance(tolerance, load_calibration(protocol, reports))
+    shared = set(cand["seeds"]) & set(entry["methods"][base_label]["seeds"])
+    tol, tol_notes = effective_tolerance(tolerance, load_calibration(protocol, reports), len(shared) or None)
     return compare(cand, entry["methods"][base_label], method=label, baseline_label=base_label, tolerance=tol,
                    notes=notes + tol_notes)
 

@@ -12,12 +12,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from albench import __version__
+from albench.engine.calibrate import mde_at
 from albench.engine.replay import method_tag
 from albench.engine.schema import RunRecord
 from albench.reporting.collect import Collection, MethodRuns
 from albench.reporting import published, statistics as st
 from albench.stats import primary_wilcoxon, record_aubc, seed_averaged_case_metric
-from albench.stats import mde as stats_mde
 from albench.stats.tests import VARIANT
 
 REPORT_SCHEMA = "albench.report/1"
@@ -171,10 +171,7 @@ def build_model(coll: Collection, *, calibration: dict[str, Any] | None = None, 
     # The calibrated MDE belongs to the calibration's seed count; the report's own resolution is
     # the same A/A sd at the number of seeds reported (albench.stats.mde).
     n_report = len(want) if want else max((len(m.records) for m in methods if not m.is_reference), default=0)
-    mde = calibration.get("mde_aubc") if calibration else None
-    if calibration and calibration.get("sd_paired_aubc") is not None and n_report and \
-            n_report != calibration.get("n_seeds"):
-        mde = stats_mde(float(calibration["sd_paired_aubc"]), n_report)
+    mde = mde_at(calibration, n_report)
     aubc_rows = []
     for m in methods:
         if m.is_reference:
