@@ -101,7 +101,7 @@ def selection_case(name: str, rnd: Round, budget: int) -> Callable[[], tuple[tup
         method = get_method(name, **({"features": "manifold"} if name == "coreset" else {}))
         if name == "bald":
             method.dropout_model = lambda state, seeds: None
-            method.scores = lambda state, model, seed: (pool, scores)
+            method.scores = lambda state, model, seed, rows=None: (pool, scores)
         elif name in ("entropy", "least_confidence", "margin"):
             method.scores = lambda state: (pool, scores)
         elif name == "random_fg":
