@@ -1,6 +1,7 @@
 """Executors: where the jobs of a Runner run (see :mod:`albench.engine.executors.base`).
 
-``InProcessExecutor`` (default, one after another here), ``LocalExecutor`` (``--jobs N``:
+``InProcessExecutor`` (the Runner's default and ``--jobs 1``: one after another here),
+``LocalExecutor`` (``--jobs N``, and ``albench run``'s default ``--jobs auto`` on several cores:
 N spawned processes), ``RayExecutor`` (``--executor ray``; Ray imported lazily)."""
 
 from albench.engine.executors.base import Emit, Executor, InProcessExecutor, JobEvents, JobFn, NoEvents
