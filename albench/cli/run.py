@@ -45,8 +45,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", default="runs", type=Path, help="results folder (default: ./runs)")
     p.add_argument("--data", type=Path, help="folder of a real dataset (e.g. MICCAI_BraTS_2019_Data_Training)")
     p.add_argument("--dataset", help="dataset name (albench list datasets) or a store .h5 path; default: the protocol's")
-    p.add_argument("--no-reference", action="store_true", help="skip the full-data reference row (it runs the reference profile's seeds that "
-                        "are among --seeds, else the first of --seeds)")
+    p.add_argument("--no-reference", action="store_true",
+                   help="skip the full-data reference row (it runs the reference profile's seeds "
+                        "that are among --seeds, else the first of --seeds)")
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads for torch (default: torch's choice; 1 helps on an oversubscribed machine)")
     p.add_argument("--quiet", action="store_true", help="no progress (for scripts): only the table and paths")
@@ -152,8 +153,6 @@ def make_executor(args: argparse.Namespace, device: str, n_jobs: int | None = No
     ``n_jobs``: how many jobs will run (caps ``--jobs auto``)."""
     from albench.engine.runner import JobFailure
 
-    if args.jobs != "auto" and args.jobs < 1:
-        raise AlbenchError(f"--jobs must be >= 1, got {args.jobs}")
     if args.executor == "ray":
         if args.jobs not in ("auto", 1):
             raise AlbenchError("--jobs is for the local executor; with --executor ray, Ray decides how many jobs run "

@@ -4,8 +4,8 @@ A job is one (protocol, dataset, method settings, seed) replay (:class:`JobSpec`
 independent and keyed by their record path, which encodes the method's settings hash, so
 re-running skips finished jobs and resumes killed ones. Executors (:mod:`albench.engine.executors`)
 decide where jobs run: one after another in this process (the Runner's default, ``--jobs 1``), in
-N local processes (``--jobs N``; ``albench run`` defaults to one per core) or as Ray tasks (``--executor ray``); each method still runs in its own sealed
-worker. A job that fails (a method error, a limit exceeded) is recorded as failed and the other
+N local processes (``--jobs N``; ``albench run`` defaults to one per core) or as Ray tasks
+(``--executor ray``); each method still runs in its own sealed worker. A job that fails (a method error, a limit exceeded) is recorded as failed and the other
 jobs go on; ``Runner.failures`` lists them. Round 0 of the evaluated segmenter is computed once
 per (protocol, dataset, seed) and shared by every method without a round-0 training aux
 (:mod:`albench.engine.round0`)."""
