@@ -25,6 +25,7 @@ import torch
 
 from albench.engine.method import Method
 from albench.errors import MethodError
+from albench.training.inference import inference_model
 
 FEATURE_SOURCES = ("manifold", "segmenter", "latent")
 
@@ -48,15 +49,16 @@ def manifold_positions(manifold: Any, rows: Sequence[int]) -> np.ndarray:
 def segmenter_features(state: Any, rows: Sequence[int], batch_size: int = 64) -> np.ndarray:
     """float32 (n, C_b): global-average-pooled U-Net bottleneck (``forward_features(x).bottleneck``
     averaged over H/16 x W/16) of store ``rows``, streamed ``batch_size`` slices at a time on
-    ``state.device`` with the round's segmenter (a copy, eval mode)."""
+    ``state.device`` with the round's segmenter (its BatchNorm-folded eval copy)."""
     model = state.segmenter
     if model is None:
         raise MethodError(f"method {state.method!r}: no trained segmenter in round {state.round} "
                           "for bottleneck features")
+    net = inference_model(model)
     out = []
     for _, imgs in state.iter_images(rows, batch_size=max(int(batch_size), 1)):
         x = torch.as_tensor(imgs, dtype=torch.float32, device=state.device)
-        out.append(model.forward_features(x).bottleneck.float().mean(dim=(2, 3)).cpu().numpy())
+        out.append(net.forward_features(x).bottleneck.float().mean(dim=(2, 3)).cpu().numpy())
     if not out:
         return np.zeros((0, int(getattr(model, "bottleneck_width", 0))), np.float32)
     return np.concatenate(out).astype(np.float32, copy=False)

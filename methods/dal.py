@@ -351,7 +351,12 @@ class MemberList(nn.Module):
         self.num_classes = int(nets[0].num_classes)
 
     def forward_members(self, x: Tensor) -> EnsembleOutput:
-        outs = [net.forward_features(x) for net in self.nets]
+        """Every member on the same slices x (N, C, H, W); in eval mode without autograd (scoring)
+        each member runs as its BatchNorm-folded copy (``albench.training.inference``)."""
+        from albench.training.inference import inference_model
+
+        nets = self.nets if self.training or torch.is_grad_enabled() else [inference_model(n) for n in self.nets]
+        outs = [net.forward_features(x) for net in nets]
         return EnsembleOutput(torch.stack([o.logits for o in outs], dim=1),
                               torch.stack([o.bottleneck for o in outs], dim=1),
                               torch.stack([o.encoder[3] for o in outs], dim=1))

@@ -263,13 +263,16 @@ class LearningLoss(Method):
         seg = state.segmenter
         if seg is None or not hasattr(seg, "forward_features"):
             raise MethodError(f"ll: round {state.round} has no segmenter with forward_features")
+        from albench.training.inference import inference_model
+
         head.to(state.device).eval()
         dtype = amp_dtype("auto", state.device)
+        net = inference_model(seg)
         out = []
         for _, images in state.iter_images(rows, batch_size=self.batch_size):
             x = torch.as_tensor(np.asarray(images), dtype=torch.float32).to(state.device)
             with autocast(dtype, state.device):
-                f = seg.forward_features(x)
+                f = net.forward_features(x)
             feats = PooledFeatures([e.float().mean(dim=(2, 3)) for e in f.encoder],
                                    f.bottleneck.float().mean(dim=(2, 3)))
             out.append(head(feats).double().cpu().numpy())

@@ -199,6 +199,10 @@ def test_full_reference_can_train_to_a_validation_plateau(store, tmp_path):
     assert set(train.val_cases) <= set(store.cases("train")) and not set(train.val_cases) & set(store.cases("test"))
     assert train.train_slices == len(store.rows("train")) - 8  # one case of 8 slices held out
     assert 1 <= len(train.val_curve) <= 6 and train.best_epoch == int(np.argmax(train.val_curve))
+    strict = parse_protocol(text.replace("max_epochs = 6", "max_epochs = 6\nmin_delta = 0.99"), "tiny-full.toml")
+    assert strict.fingerprint != prot.fingerprint
+    train = Runner(strict, store, seeds=[0], out=tmp_path / "strict", progress=None).run()[0].rounds[0].train
+    assert len(train.val_curve) == 3 and train.best_epoch == 0 and "at most 0.99 is none" in train.stopping
     with pytest.raises(Exception, match="only for one-round protocols"):
         bad = parse_protocol(TINY.replace("min_steps = 2", 'min_steps = 2\nstop = "plateau"'), "tiny.toml")
         Replay(bad, store, "random", 0, record_path=tmp_path / "b.json", progress=None).run()

@@ -30,8 +30,8 @@ FINGERPRINTS = {
     ("brats-7pct", "quick"): "cbdfbd17312ed0a9",
     ("brats-curve", None): "a7008a7fd12509ca",
     ("brats-curve", "quick"): "35518f1c2bffe646",
-    ("brats-full", None): "a5c91ab7051e2a1c",
-    ("brats-full", "quick"): "a4d282d0989bb8bb",
+    ("brats-full", None): "14652790dfb73a28",
+    ("brats-full", "quick"): "4b376946b7dd3d01",
     ("malc-24pct", None): "b40ed6f899a37419",
     ("malc-24pct", "quick"): "52958a8bb715309c",
     ("malc-42pct", None): "9566d1c376565e10",
@@ -74,9 +74,10 @@ RUN = {
 #   lr schedule, batch size and learning rate must match. (Its single seed is not a result field.)
 ALLOWED_DRIFT = {
     None: {"name", "version", "budget.schedule", "budget.report", "training.stop", "training.val_cases",
-           "training.patience", "training.max_epochs"},
+           "training.patience", "training.max_epochs", "training.min_delta"},
     "quick": {"name", "version", "budget.schedule", "budget.report", "training.epochs", "training.min_steps",
-              "training.stop", "training.val_cases", "training.patience", "training.max_epochs"},
+              "training.stop", "training.val_cases", "training.patience", "training.max_epochs",
+              "training.min_delta"},
 }
 
 
@@ -144,7 +145,7 @@ def test_shipped_protocols_state_only_what_differs_from_their_base():
         allowed = {"extends", "name", "version", "description", "reference", "budget", "run", "profiles", "methods"}
         if name.endswith("-full"):  # a reference states its stopping rule, nothing else of the training
             allowed.add("training")
-            assert set(raw.get("training", {})) <= {"stop", "val_cases", "patience", "max_epochs"}, name
+            assert set(raw.get("training", {})) <= {"stop", "val_cases", "patience", "max_epochs", "min_delta"}, name
         assert set(raw) <= allowed, name
         for profile in raw.get("profiles", {}).values():
             assert set(profile) <= {"budget", "run", "training"}, name

@@ -201,6 +201,33 @@ def test_plateau_stops_after_patience_and_keeps_the_best_epoch():
     assert _validation_dice(model, plateau, 2) == pytest.approx(curve[best], rel=1e-5)
 
 
+def test_plateau_min_delta_counts_a_small_gain_as_none():
+    """With min_delta larger than any epoch-to-epoch gain, the first epoch stays the best and
+    training stops after exactly 1 + patience epochs; with min_delta 0 the same run goes on."""
+    from albench.models import UNet, seeded
+    from albench.training import Plateau, TrainConfig, make_optimizer, train_segmenter
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 2, 32, 32, generator=g)
+    y = (x[:, 0] > 0.5).long()
+    cfg = TrainConfig(epochs=1, batch_size=4, lr=1e-2, augment=False)
+
+    def run(min_delta):
+        with seeded(0):
+            model = UNet(2, 2, widths=(4, 8, 8, 16), bottleneck=16)
+        plateau = Plateau(images=x[:4], labels=y[:4], patience=2, max_epochs=8, min_delta=min_delta)
+        return train_segmenter(model, make_optimizer(model, cfg), x[4:], y[4:], cfg,
+                               order_rng=torch.Generator().manual_seed(1), augment_rng=torch.Generator().manual_seed(2),
+                               device=torch.device("cpu"), plateau=plateau)
+
+    strict = run(0.99)
+    assert len(strict.val_curve) == 3 and strict.best_epoch == 0
+    loose = run(0.0)
+    assert loose.val_curve[:3] == pytest.approx(strict.val_curve)
+    gains = np.diff(np.maximum.accumulate(loose.val_curve))
+    assert len(loose.val_curve) > 3 or (gains[:2] <= 0).all()
+
+
 def test_foreground_oversampling_draws_class_first_from_labelled_slices():
     from albench.training.trainer import class_slices, oversample_foreground
 

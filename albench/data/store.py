@@ -101,7 +101,7 @@ class StoreWriter:
         self._images.resize(start + total, axis=0)
         self._labels.resize(start + total, axis=0)
         pos = start
-        for a, b, _ in _runs(rows):
+        for a, b, _ in consecutive_runs(rows):
             k = b - a
             self._images[pos:pos + k] = images[a:b]
             self._labels[pos:pos + k] = labels[a:b]
@@ -159,7 +159,7 @@ def _check_geometry(ids: Sequence[str], case_spacing: Mapping[str, Sequence[floa
     return out
 
 
-def _runs(sorted_rows: np.ndarray) -> Iterable[tuple[int, int, int]]:
+def consecutive_runs(sorted_rows: np.ndarray) -> Iterable[tuple[int, int, int]]:
     """(first row, stop row, position in sorted_rows) of each run of consecutive rows."""
     if len(sorted_rows) == 0:
         return
@@ -340,7 +340,7 @@ class SliceStore:
             return dset[int(idx[0]):int(idx[0]) + 1].astype(dtype, copy=False)
         uniq, inverse = np.unique(idx, return_inverse=True)
         out = np.empty((len(uniq),) + tail, dtype=dset.dtype)
-        for a, b, pos in _runs(uniq):
+        for a, b, pos in consecutive_runs(uniq):
             dset.read_direct(out, np.s_[a:b], np.s_[pos:pos + (b - a)])
         if len(uniq) != len(idx) or not np.array_equal(uniq, idx):
             out = out[inverse]

@@ -202,7 +202,7 @@ class SegmenterSpec(_Spec):
 # Fields added after protocols were first fingerprinted, with the value that reproduces the old
 # behaviour: at that value they are left out of the fingerprint, so the records and calibrations
 # of protocols that do not use them stay valid.
-_FINGERPRINTED_WHEN_SET: dict[str, dict[str, Any]] = {"training": {"foreground_oversample": 0.0}}
+_FINGERPRINTED_WHEN_SET: dict[str, dict[str, Any]] = {"training": {"foreground_oversample": 0.0, "min_delta": 1e-4}}
 
 
 class TrainingSpec(_Spec):
@@ -217,8 +217,9 @@ class TrainingSpec(_Spec):
     [ours]; ``foreground_oversample``: share of each mini-batch drawn class-first from labelled
     slices containing a foreground class (0 = paper) [ours]. ``stop``: "fixed" (``epochs``/``min_steps``) or "plateau" (one-round protocols such as
     the full-data reference: ``val_cases`` training cases are held out as a validation split, and
-    training stops after ``patience`` epochs without a better validation Dice, at most
-    ``max_epochs``; the best epoch's weights are kept). The defaults of the fields shared with
+    training stops after ``patience`` epochs without a validation Dice better than the best by
+    more than ``min_delta`` (a fraction of Dice), at most ``max_epochs``; the best epoch's
+    weights are kept). The defaults of the fields shared with
     :class:`albench.training.TrainConfig` are the same (tests/test_engine_protocol.py)."""
 
     epochs: PosInt = 10
@@ -236,6 +237,7 @@ class TrainingSpec(_Spec):
     val_cases: PosInt = 4
     patience: PosInt = 3
     max_epochs: PosInt = 50
+    min_delta: Annotated[float, Field(ge=0.0, lt=1.0)] = 1e-4
 
     @field_validator("amp", mode="before")
     @classmethod

@@ -256,7 +256,7 @@ class Replay:
         t = self.protocol.training
         if t.stop == "plateau":
             return (f"plateau: best validation Dice of {t.val_cases} held-out training cases, patience "
-                    f"{t.patience} epochs, at most {t.max_epochs}")
+                    f"{t.patience} epochs (a gain of at most {t.min_delta:g} is none), at most {t.max_epochs}")
         return f"fixed: {t.epochs} epochs, at least {t.min_steps} steps"
 
     def _plateau(self, labelled: np.ndarray, x: torch.Tensor, y: torch.Tensor) -> Any:
@@ -278,7 +278,7 @@ class Replay:
         val = sorted(rngs.numpy_rng(self.seed, "split").choice(cases, size=t.val_cases, replace=False).tolist())
         is_val = torch.as_tensor(np.isin(case, val), device=x.device)
         plateau = Plateau(images=x[is_val], labels=y[is_val], patience=t.patience, max_epochs=t.max_epochs,
-                          batch_size=self.protocol.evaluation.batch_size)
+                          min_delta=t.min_delta, batch_size=self.protocol.evaluation.batch_size)
         return plateau, ~is_val, val
 
     def _manifold_config(self) -> Any:

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from albench.errors import AlbenchError
 from albench.training.device import amp_dtype, autocast
+from albench.training.inference import inference_model, micro_batches
 
 RowLoader = Callable[[np.ndarray], np.ndarray]
 ImageSource = Union[np.ndarray, Tensor, RowLoader]
@@ -79,25 +80,23 @@ def _logits(
     n: int | None,
     mc_dropout: bool = False,
 ) -> Iterator[Tensor]:
-    """Logits (n_b, K, H, W) batch by batch, the model in eval mode under inference_mode and
-    autocast; the model's train/eval mode is restored afterwards."""
+    """Logits (n_b, K, H, W) batch by batch under inference_mode and autocast, from the model's
+    BatchNorm-folded eval copy (:func:`albench.training.inference.inference_model`; the model
+    itself is not touched), in CPU micro-batches of 32 slices."""
     if batch_size < 1:
         raise AlbenchError(f"predict_proba: batch_size must be >= 1, got {batch_size}")
     device = torch.device(device)
     total = _length(images, n)
     dtype = amp_dtype(amp, device)
-    was_training = model.training
-    model.eval()
-    if mc_dropout:
-        if not hasattr(model, "mc_dropout"):
-            raise AlbenchError("predict_proba(mc_dropout=True) needs a model with mc_dropout() (UNet)")
-        model.mc_dropout(True)
-    try:
-        for x in _batches(images, total, batch_size, device):
-            with torch.inference_mode(), autocast(dtype, device):
-                yield model(x)
-    finally:
-        model.train(was_training)
+    if mc_dropout and not hasattr(model, "mc_dropout"):
+        raise AlbenchError("predict_proba(mc_dropout=True) needs a model with mc_dropout() (UNet)")
+    net = inference_model(model)
+    if hasattr(net, "mc_dropout"):
+        net.mc_dropout(mc_dropout)
+    for x in _batches(images, total, batch_size, device):
+        with torch.inference_mode(), autocast(dtype, device):
+            parts = [net(part) for part in micro_batches(x)]
+            yield parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def predict_proba(
