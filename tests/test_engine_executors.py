@@ -129,6 +129,30 @@ if __name__ == "__main__":
 """
 
 
+def test_jobs_sharing_a_manifold_wait_behind_the_jobs_that_need_none(store, tmp_path):
+    """The first job of each manifold keeps its place (it trains the VAE early); later jobs of
+    the same manifold go after the jobs without one, so no worker idles on the manifold's lock."""
+    from albench.engine.runner import manifold_key, worker_order
+
+    prot = parse_protocol(tiny_protocol("tiny-order", tail="""
+[run]
+methods = ["ggs", "clsmc", "random", "ggs-z5"]
+seeds = [0, 1]
+[methods.ggs-z5]
+method = "ggs"
+z_dim = 5
+"""), "tiny-order.toml")
+    jobs = Runner(prot, store, out=tmp_path, progress=None).jobs()
+    names = [(j.method.label, j.seed) for j in jobs]
+    assert names[:2] == [("ggs", 0), ("ggs", 1)]
+    assert manifold_key(jobs[0]) == manifold_key(jobs[2]) != manifold_key(jobs[6])   # ggs, clsmc: z 3; ggs-z5
+    assert manifold_key(jobs[4]) is None                                                # random
+    ordered = [names[i] for i in worker_order(jobs)]
+    assert ordered == [("ggs", 0), ("random", 0), ("random", 1), ("ggs-z5", 0),
+                       ("ggs", 1), ("clsmc", 0), ("clsmc", 1), ("ggs-z5", 1)]
+    assert sorted(worker_order(jobs)) == list(range(len(jobs)))
+
+
 def test_a_killed_parent_leaves_no_job_process_running(tmp_path):
     import subprocess
     import time
