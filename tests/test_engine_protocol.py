@@ -33,7 +33,7 @@ def test_every_shipped_protocol_loads_with_its_quick_profile():
     for name in names:
         p = load_protocol(name)
         q = load_protocol(name, "quick")
-        quick_seeds = 1 if name.endswith("-full") else (4 if p.task == "brats" else 3)
+        quick_seeds = 1 if name.endswith("-full") else (5 if p.task == "brats" else 3)
         assert len(p.seeds) == 10 and len(q.seeds) == quick_seeds
         assert q.data.size == 64 and q.fingerprint != p.fingerprint
         assert set(p.budget.report) <= set(p.budget.schedule)
