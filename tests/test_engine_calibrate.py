@@ -61,3 +61,14 @@ def test_finished_aa_jobs_are_reused(result, monkeypatch):
     monkeypatch.setattr(replay.Replay, "_run", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-ran")))
     again = calibrate(prot, TinyStore(), seeds=[0, 1, 2], runs=tmp / "runs", out=None, reports=tmp / "reports")
     assert again["sd_paired_aubc"] == cal["sd_paired_aubc"]
+
+
+def test_the_table_states_the_resolution_at_its_own_seed_count():
+    from albench.engine.report import resolution_line
+
+    cal = {"n_seeds": 10, "mde_aubc": 0.0164, "sd_paired_aubc": 0.0165}
+    assert "below 0.016 " in resolution_line(cal) and "with 10 seeds" in resolution_line(cal, 10)
+    line = resolution_line(cal, 5)
+    assert f"below {mde(0.0165, 5):.3f} are not resolved with 5 seeds" in line and "0.016 with the calibration's 10" in line
+    assert mde(0.0165, 5) > 0.0164
+    assert "not calibrated" in resolution_line(None, 5)

@@ -118,16 +118,26 @@ def format_table(summary: dict[str, Any]) -> str:
     for row in summary["rows"]:
         if "(reference)" in row["method"]:
             lines.append(f"{row['method']}: {row['n_seeds']} seed(s); training {row.get('stopping', 'fixed')}")
-    lines.append(resolution_line(summary.get("calibration")))
+    seeds = [r["n_seeds"] for r in summary["rows"] if "(reference)" not in r["method"]]
+    lines.append(resolution_line(summary.get("calibration"), min(seeds) if seeds else None))
     collapses = sum(r.get("collapses", 0) for r in summary["rows"])
     if collapses:
         lines.append(f"collapses: {collapses} (a region predicted empty on every test case in a round; see the records)")
     return "\n".join(lines)
 
 
-def resolution_line(calibration: dict | None) -> str:
-    """The protocol's calibrated resolution as one line, or "not calibrated"."""
+def resolution_line(calibration: dict | None, n_seeds: int | None = None) -> str:
+    """The protocol's calibrated resolution as one line, or "not calibrated": the MDE at the
+    table's seed count ``n_seeds`` (the fewest seeds of a method row; from the calibration's
+    A/A sd, :func:`albench.engine.calibrate.mde_at`) and at the calibration's own."""
     if not calibration:
         return "resolution: not calibrated (run `albench calibrate` for this protocol and profile)"
-    return (f"resolution: differences in AUBC below {calibration['mde_aubc']:.3f} (and per budget, see "
-            f"calibration.json) are not resolved with {calibration['n_seeds']} seeds (A/A calibration)")
+    from albench.engine.calibrate import mde_at
+
+    own = calibration["n_seeds"]
+    at = mde_at(calibration, n_seeds) if n_seeds and n_seeds > 1 and n_seeds != own else None
+    if at is None:
+        return (f"resolution: differences in AUBC below {calibration['mde_aubc']:.3f} (and per budget, see "
+                f"calibration.json) are not resolved with {own} seeds (A/A calibration)")
+    return (f"resolution: differences in AUBC below {at:.3f} are not resolved with {n_seeds} seeds "
+            f"({calibration['mde_aubc']:.3f} with the calibration's {own}; per budget, see calibration.json)")
