@@ -232,10 +232,11 @@ def manifold_key(job: JobSpec) -> str | None:
     spec = job.method.method
     if is_file_spec(spec) or is_module_spec(spec):
         return None
-    if "manifold" not in get_method(spec, **job.method.params).requires:   # may depend on the settings
+    method = get_method(spec, **job.method.params)
+    if "manifold" not in method.requires:   # may depend on the settings
         return None
     m = job.protocol.manifold
-    z = job.method.params.get("z_dim")
+    z = getattr(method, "z_dim", None)      # as the worker reads it (albench.engine.worker)
     settings = m.model_dump(mode="json") | {"z_dim": m.z_dim if z is None else int(z)}
     return json.dumps([settings, job.seed if m.per_seed else None, job.store_path], sort_keys=True)
 

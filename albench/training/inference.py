@@ -3,9 +3,10 @@ convolution before it, and the CPU micro-batch that inference runs in.
 
 Folding is exact algebra (``w' = w * gamma / sqrt(var + eps)``, ``b' = (b - mean) * gamma /
 sqrt(var + eps) + beta``); the copy's outputs differ from the unfolded model's by float rounding
-only (max |difference| of the quick U-Net's logits about 5e-7). On one CPU thread it predicts the
-quick U-Net about 1.15x faster, and a micro-batch of 32 slices another 1.2x (cache-resident
-activations; measured in ``tests/bench/test_bench_inference.py``). The caller's model is never
+only (max |difference| of the quick U-Net's logits about 5e-7). On one CPU thread, folding and
+micro-batches of 32 slices (cache-resident activations) predict the quick U-Net 1.24x faster
+than a plain eval forward at batch 128 (``tests/bench/test_bench_inference.py``; figures in
+docs/performance.md). The caller's model is never
 touched: the copy is rebuilt whenever a parameter or buffer of the model changes (tracked by the
 tensors' in-place version counters)."""
 
@@ -54,8 +55,9 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
 def inference_model(model: nn.Module) -> nn.Module:
     """The folded eval copy of ``model`` (see :func:`fold_batchnorm`), cached until the model's
-    weights or statistics change. Use it under ``torch.inference_mode``; it shares nothing with
-    the model, so calling ``mc_dropout`` on it leaves the model as it is."""
+    weights or statistics change. Use it under ``torch.inference_mode``. It is shared by every
+    caller of the same model: do not switch its dropout on (take :func:`fold_batchnorm` for a
+    copy of your own)."""
     key = _state_key(model)
     hit = _cache.get(model)
     if hit is not None and hit[0] == key:

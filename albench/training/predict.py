@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from albench.errors import AlbenchError
 from albench.training.device import amp_dtype, autocast
-from albench.training.inference import inference_model, micro_batches
+from albench.training.inference import fold_batchnorm, inference_model, micro_batches
 
 RowLoader = Callable[[np.ndarray], np.ndarray]
 ImageSource = Union[np.ndarray, Tensor, RowLoader]
@@ -90,9 +90,8 @@ def _logits(
     dtype = amp_dtype(amp, device)
     if mc_dropout and not hasattr(model, "mc_dropout"):
         raise AlbenchError("predict_proba(mc_dropout=True) needs a model with mc_dropout() (UNet)")
-    net = inference_model(model)
-    if hasattr(net, "mc_dropout"):
-        net.mc_dropout(mc_dropout)
+    # MC dropout gets a copy of its own, so the shared cached copy never has dropout switched on
+    net = fold_batchnorm(model).mc_dropout(True) if mc_dropout else inference_model(model)
     for x in _batches(images, total, batch_size, device):
         with torch.inference_mode(), autocast(dtype, device):
             parts = [net(part) for part in micro_batches(x)]
