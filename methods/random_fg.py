@@ -21,6 +21,7 @@ class RandomForeground(Method):
 
     requires = frozenset({"segmenter"})
     description = "uniform sample of pool slices with predicted foreground (filled at random if too few)"
+    relative_cost = 1.9          # quick brats-7pct: 195 s a job against random's 102 s
 
     def __init__(self, batch_size: int = 64):
         if int(batch_size) < 1:

@@ -130,13 +130,14 @@ if __name__ == "__main__":
 
 
 def test_jobs_sharing_a_manifold_wait_behind_the_jobs_that_need_none(store, tmp_path):
-    """The first job of each manifold keeps its place (it trains the VAE early); later jobs of
-    the same manifold go after the jobs without one, so no worker idles on the manifold's lock."""
-    from albench.engine.runner import manifold_key, worker_order
+    """The first job of each manifold goes first (it trains the VAE early); later jobs of the
+    same manifold go after the jobs without one, so no worker idles on the manifold's lock;
+    within each group the costliest methods start first."""
+    from albench.engine.runner import job_cost, manifold_key, worker_order
 
     prot = parse_protocol(tiny_protocol("tiny-order", tail="""
 [run]
-methods = ["ggs", "clsmc", "random", "ggs-z5"]
+methods = ["ggs", "clsmc", "random", "ggs-z5", "dal"]
 seeds = [0, 1]
 [methods.ggs-z5]
 method = "ggs"
@@ -147,8 +148,9 @@ z_dim = 5
     assert names[:2] == [("ggs", 0), ("ggs", 1)]
     assert manifold_key(jobs[0]) == manifold_key(jobs[2]) != manifold_key(jobs[6])   # ggs, clsmc: z 3; ggs-z5
     assert manifold_key(jobs[4]) is None                                                # random
+    assert job_cost(jobs[8]) > job_cost(jobs[4]) == 1.0                                 # dal, random
     ordered = [names[i] for i in worker_order(jobs)]
-    assert ordered == [("ggs", 0), ("random", 0), ("random", 1), ("ggs-z5", 0),
+    assert ordered == [("ggs", 0), ("ggs-z5", 0), ("dal", 0), ("dal", 1), ("random", 0), ("random", 1),
                        ("ggs", 1), ("clsmc", 0), ("clsmc", 1), ("ggs-z5", 1)]
     assert sorted(worker_order(jobs)) == list(range(len(jobs)))
 

@@ -31,12 +31,16 @@ class Method:
     Class attributes: ``name`` (short registry name), ``privileged`` (True only for upper bounds
     that read ground truth; shown as "(upper bound)" and never ranked), ``requires`` (what the
     engine must prepare: ``"manifold"`` trains/loads the VAE manifold), ``description`` (one line
-    for ``albench list methods``)."""
+    for ``albench list methods``), ``relative_cost`` (a job's wall time over a ``random`` job's
+    of the same protocol, roughly, as measured; parallel executors start the costliest jobs first
+    so that no worker idles at the end: :func:`albench.engine.runner.worker_order`. It changes no
+    result)."""
 
     name: str = ""
     privileged: bool = False
     requires: frozenset = frozenset()
     description: str = ""
+    relative_cost: float = 1.0
 
     def suggest(self, state: "State", budget: int) -> Sequence[int]:
         """Return exactly ``budget`` unique indices from ``state.pool`` (integers)."""
@@ -109,6 +113,7 @@ class FullData(Method):
     it never suggests anything."""
 
     description = "reference: segmenter trained on the whole training pool (no active learning)"
+    relative_cost = 4.5          # quick brats-full: 365 s against random's 80 s a job
 
     def suggest(self, state: "State", budget: int) -> Sequence[int]:
         raise MethodError(
