@@ -107,7 +107,8 @@ seeds = [0]
     methods = Runner(protocol, store, out=tmp_path, progress=None, executor=executor)
     ref = Runner(full, store, out=tmp_path, progress=None, executor=executor)
     ref_records, records = run_together([ref, methods])
-    assert executor.order == [("tiny-exec-full", "full"), ("tiny-exec", "random"), ("tiny-exec", "oracle")]
+    # the reference is the costliest job (relative_cost 4.5), then oracle (1.45) before random (1.0)
+    assert executor.order == [("tiny-exec-full", "full"), ("tiny-exec", "oracle"), ("tiny-exec", "random")]
     assert [r.method.label for r in ref_records] == ["full"] and not ref.failures
     _same(records, reference)
     with pytest.raises(AlbenchError, match="share one executor"):

@@ -285,9 +285,9 @@ def worker_order(jobs: Sequence[JobSpec]) -> list[int]:
 
 def run_together(runners: Sequence[Runner], progress: Progress | JobEvents | None = None) -> list[list[RunRecord]]:
     """Run the jobs of several Runners on one store (a protocol's methods and its full-data
-    reference) in one call of the first runner's executor, in the order given (give the longest
-    jobs first) but for :func:`worker_order`'s manifold rule, so that parallel workers never wait
-    for one runner's last job before starting the next runner's. Returns each runner's finished
+    reference) in one call of the first runner's executor, in :func:`worker_order` (manifolds
+    first, then the costliest jobs), so that parallel workers never wait for one runner's last
+    job before starting the next runner's. Returns each runner's finished
     records (each in its own job order); sets each runner's ``failures``."""
     if not runners:
         return []
