@@ -313,6 +313,27 @@ def test_plain_progress_prints_every_line_and_a_summary_per_job():
     assert out.getvalue().splitlines()[-1] == "jobs 2/2 done (1 failed), 0 running, elapsed 20s"
 
 
+def test_the_eta_weighs_each_jobs_rounds_by_its_planned_cost():
+    import io
+
+    from albench.engine.progress import ProgressBoard
+
+    out, clock = io.StringIO(), _Clock()
+    board = ProgressBoard(3, 2, stream=out, clock=clock)
+    board.plan([4.0, 1.0, 1.0])  # one job 4x as costly as each of the others
+    board.start(0, _Job("dal", 0))
+    clock.t = 40.0
+    board.emit(0, "round", "dal round 0/1")
+    # 2 units of work (half of the costly job) in 40 s; 2 + 1 + 1 left: 80 s (unweighted: 200 s)
+    assert board.eta_seconds() == pytest.approx(80.0)
+    # a job done in fewer rounds than the board's (the reference: one) finished all of its work
+    board.start(1, _Job("full", 0))
+    clock.t = 60.0
+    board.emit(1, "round", "full round 0/0")
+    board.done(1, _Done())
+    assert board.work_computed == pytest.approx(3.0) and board.eta_seconds() == pytest.approx(60.0)
+
+
 def test_live_progress_redraws_one_line_per_running_job_and_a_bar():
     import io
 

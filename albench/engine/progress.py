@@ -6,8 +6,10 @@ lines elsewhere.
 job (its latest round) and a bar ``[####....] 3/8 jobs ... ETA``; notes (a skipped or failed
 job, a retry) are printed above it and stay. Elsewhere (a log file, a pipe) every round line
 and note is printed as it comes, and each finished job adds a ``jobs 3/8 done`` line. The ETA
-is rounds still to run over the rate of rounds finished in this session (later rounds train on
-more slices, so it errs on the short side)."""
+is the work still to run over the rate of work finished in this session, where a job's work is
+its :func:`albench.engine.runner.job_cost` (given by :meth:`ProgressBoard.plan`; 1 a job
+without it) spread evenly over its rounds (later rounds train on more slices, so it errs on the
+short side)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Sequence, TextIO
 
 
 def format_seconds(s: float) -> str:
@@ -66,9 +68,19 @@ class ProgressBoard:
         self.t0 = clock()
         self.running: dict[int, tuple[str, str]] = {}
         self.rounds_done: dict[int, int] = {}
+        self.costs: dict[int, float] = {}
         self.computed = 0
+        self.work_computed = 0.0
         self.finished = self.failed = 0
         self._drawn = 0
+
+    def plan(self, costs: Sequence[float]) -> None:
+        """The relative cost of each job, by index (``run_together`` passes its jobs'
+        :func:`~albench.engine.runner.job_cost`): the ETA weighs each job's rounds by it."""
+        self.costs = {i: float(c) for i, c in enumerate(costs)}
+
+    def _cost(self, index: int) -> float:
+        return self.costs.get(index, 1.0)
 
     # -- JobEvents -------------------------------------------------------------------------
     def start(self, index: int, job: Any) -> None:
@@ -79,6 +91,7 @@ class ProgressBoard:
         if kind == "round":
             self.rounds_done[index] = self.rounds_done.get(index, 0) + 1
             self.computed += 1
+            self.work_computed += self._cost(index) / self.rounds
             if index in self.running:
                 self.running[index] = (self.running[index][0], text)
             if self.live:
@@ -88,6 +101,9 @@ class ProgressBoard:
 
     def done(self, index: int, result: Any) -> None:
         self.running.pop(index, None)
+        ran = self.rounds_done.get(index, 0)
+        if ran:  # computed here in fewer rounds than the board's (the reference: one)
+            self.work_computed += self._cost(index) * max(0, self.rounds - ran) / self.rounds
         self.rounds_done[index] = self.rounds
         ok = getattr(result, "status", None) == "finished"
         self.finished += int(ok)
@@ -99,12 +115,13 @@ class ProgressBoard:
 
     # -- text ------------------------------------------------------------------------------
     def eta_seconds(self) -> float | None:
-        """Seconds left at this session's rate of finished rounds (None before the first)."""
+        """Seconds left at this session's rate of finished work (None before the first round)."""
         elapsed = self.clock() - self.t0
-        if self.computed == 0 or elapsed <= 0:
+        if self.work_computed <= 0 or elapsed <= 0:
             return None
-        left = self.total * self.rounds - sum(self.rounds_done.values())
-        return max(0.0, left) * elapsed / self.computed
+        left = sum(self._cost(i) * (self.rounds - min(self.rounds, self.rounds_done.get(i, 0))) / self.rounds
+                   for i in range(self.total))
+        return max(0.0, left) * elapsed / self.work_computed
 
     def summary(self) -> str:
         """``jobs 3/8 done (1 failed), 2 running, elapsed 4m10s, ETA ~7m02s``."""

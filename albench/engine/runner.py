@@ -306,7 +306,10 @@ def run_together(runners: Sequence[Runner], progress: Progress | JobEvents | Non
     else:
         fn = runners[0].job_function()
     events = as_events(runners[0].progress if progress is None else progress)
-    ran = executor.run([owned[i][1] for i in order], fn, events)
+    ordered = [owned[i][1] for i in order]
+    if callable(getattr(events, "plan", None)):
+        events.plan([job_cost(job) for job in ordered])
+    ran = executor.run(ordered, fn, events)
     results: list[Any] = [None] * len(owned)
     for i, res in zip(order, ran):
         results[i] = res
