@@ -72,3 +72,24 @@ def test_the_table_states_the_resolution_at_its_own_seed_count():
     assert f"below {mde(0.0165, 5):.3f} are not resolved with 5 seeds" in line and "0.016 with the calibration's 10" in line
     assert mde(0.0165, 5) > 0.0164
     assert "not calibrated" in resolution_line(None, 5)
+
+
+def test_a_primary_test_that_fails_its_aa_calibration_is_flagged():
+    from scipy.stats import binomtest
+
+    from albench.engine.calibrate import primary_test_warning
+    from albench.engine.report import resolution_line
+
+    cal = {"n_seeds": 10, "mde_aubc": 0.0103, "sd_paired_aubc": 0.0103, "wilcoxon_comparisons": 50}
+    # MALC quick's calibration: 26 false positives in 50 comparisons at alpha 0.05
+    malc = dict(cal, wilcoxon_false_positive_rate=0.52)
+    assert "26 of 50" in primary_test_warning(malc) and "WARNING" in resolution_line(malc, 3)
+    # 5 of 50 (0.10) is within chance of 0.05: binomtest p = 0.10 (scipy.stats.binomtest, greater)
+    assert binomtest(5, 50, 0.05, alternative="greater").pvalue > 0.05
+    assert primary_test_warning(dict(cal, wilcoxon_false_positive_rate=0.10)) is None
+    # 7 of 50 is not: p = sum_{k >= 7} C(50, k) 0.05^k 0.95^(50 - k) = 0.01179 (worked out exactly)
+    assert binomtest(7, 50, 0.05, alternative="greater").pvalue == pytest.approx(0.01179, abs=1e-4)
+    assert primary_test_warning(dict(cal, wilcoxon_false_positive_rate=0.14)) is not None
+    assert primary_test_warning(dict(cal, wilcoxon_false_positive_rate=0.0)) is None
+    assert primary_test_warning(cal) is None and primary_test_warning(None) is None
+    assert "WARNING" not in resolution_line(dict(cal, wilcoxon_false_positive_rate=0.0), 3)

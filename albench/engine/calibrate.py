@@ -75,6 +75,26 @@ def mde_at(calibration: dict[str, Any] | None, n_seeds: int | None) -> float | N
     return stored
 
 
+def primary_test_warning(calibration: dict[str, Any] | None) -> str | None:
+    """A warning when the calibration's A/A false-positive rate of the primary (case-paired)
+    Wilcoxon test is above its nominal alpha by more than chance: a one-sided exact binomial test
+    (``scipy.stats.binomtest``, p < alpha) of the false positives among the stored comparisons.
+    None when the rate is consistent with alpha, or without a calibration."""
+    if not calibration:
+        return None
+    rate, n = calibration.get("wilcoxon_false_positive_rate"), calibration.get("wilcoxon_comparisons")
+    if rate is None or not n:
+        return None
+    from scipy.stats import binomtest
+
+    k = int(round(float(rate) * int(n)))
+    if binomtest(k, int(n), ALPHA, alternative="greater").pvalue >= ALPHA:
+        return None
+    return (f"the primary Wilcoxon test (paired over test cases) called two identical methods different "
+            f"in {k} of {n} A/A comparisons (nominal {ALPHA:g}): its p-values overstate the evidence for "
+            f"this protocol; compare by AUBC and the seed-paired test")
+
+
 def _sd(values: Sequence[float]) -> float | None:
     v = np.asarray(values, dtype=float)
     return float(v.std(ddof=1)) if v.size > 1 else None

@@ -134,10 +134,15 @@ def resolution_line(calibration: dict | None, n_seeds: int | None = None) -> str
         return "resolution: not calibrated (run `albench calibrate` for this protocol and profile)"
     from albench.engine.calibrate import mde_at
 
+    from albench.engine.calibrate import primary_test_warning
+
     own = calibration["n_seeds"]
     at = mde_at(calibration, n_seeds) if n_seeds and n_seeds > 1 and n_seeds != own else None
     if at is None:
-        return (f"resolution: differences in AUBC below {calibration['mde_aubc']:.3f} (and per budget, see "
+        line = (f"resolution: differences in AUBC below {calibration['mde_aubc']:.3f} (and per budget, see "
                 f"calibration.json) are not resolved with {own} seeds (A/A calibration)")
-    return (f"resolution: differences in AUBC below {at:.3f} are not resolved with {n_seeds} seeds "
-            f"({calibration['mde_aubc']:.3f} with the calibration's {own}; per budget, see calibration.json)")
+    else:
+        line = (f"resolution: differences in AUBC below {at:.3f} are not resolved with {n_seeds} seeds "
+                f"({calibration['mde_aubc']:.3f} with the calibration's {own}; per budget, see calibration.json)")
+    warning = primary_test_warning(calibration)
+    return line if warning is None else f"{line}\nWARNING: {warning}"

@@ -103,8 +103,12 @@ def resolution_text(model: dict[str, Any]) -> str:
     scaled = "" if n == cal["n_seeds"] else (
         f" (the A/A sd {cal['sd_paired_aubc']:.4f} at the {n} seeds reported; {cal['mde_aubc']:.4f} with the "
         f"calibration's {cal['n_seeds']})")
-    return (f"Resolution (A/A calibration, {cal['n_seeds']} seeds): minimum detectable AUBC difference "
+    from albench.engine.calibrate import primary_test_warning
+
+    text = (f"Resolution (A/A calibration, {cal['n_seeds']} seeds): minimum detectable AUBC difference "
             f"{mde:.4f}{scaled}; smaller differences between neighbours in the ranking are marked NOT RESOLVED.")
+    warning = primary_test_warning(cal)
+    return text if warning is None else f"{text} WARNING: {warning[0].upper()}{warning[1:]}."
 
 
 def vs_random_table(model: dict[str, Any]) -> tuple[list[str], list[list[Cell]]] | None:
