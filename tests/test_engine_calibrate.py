@@ -93,3 +93,9 @@ def test_a_primary_test_that_fails_its_aa_calibration_is_flagged():
     assert primary_test_warning(dict(cal, wilcoxon_false_positive_rate=0.0)) is None
     assert primary_test_warning(cal) is None and primary_test_warning(None) is None
     assert "WARNING" not in resolution_line(dict(cal, wilcoxon_false_positive_rate=0.0), 3)
+    from albench.reporting.render import resolution_text
+
+    model = {"aubc": {"calibration": malc, "mde": 0.032, "mde_seeds": 3}}
+    assert "WARNING: The primary Wilcoxon test" in resolution_text(model)
+    model["aubc"]["calibration"] = dict(cal, wilcoxon_false_positive_rate=0.0)
+    assert "WARNING" not in resolution_text(model)
