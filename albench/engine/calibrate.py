@@ -90,7 +90,7 @@ def primary_test_warning(calibration: dict[str, Any] | None) -> str | None:
     k = int(round(float(rate) * int(n)))
     if binomtest(k, int(n), ALPHA, alternative="greater").pvalue >= ALPHA:
         return None
-    return (f"the primary Wilcoxon test (paired over test cases) called two identical methods different "
+    return (f"The primary Wilcoxon test (paired over test cases) called two identical methods different "
             f"in {k} of {n} A/A comparisons (nominal {ALPHA:g}): its p-values overstate the evidence for "
             f"this protocol; compare by AUBC and the seed-paired test")
 

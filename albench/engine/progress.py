@@ -69,7 +69,6 @@ class ProgressBoard:
         self.running: dict[int, tuple[str, str]] = {}
         self.rounds_done: dict[int, int] = {}
         self.costs: dict[int, float] = {}
-        self.computed = 0
         self.work_computed = 0.0
         self.finished = self.failed = 0
         self._drawn = 0
@@ -90,7 +89,6 @@ class ProgressBoard:
     def emit(self, index: int, kind: str, text: str) -> None:
         if kind == "round":
             self.rounds_done[index] = self.rounds_done.get(index, 0) + 1
-            self.computed += 1
             self.work_computed += self._cost(index) / self.rounds
             if index in self.running:
                 self.running[index] = (self.running[index][0], text)

@@ -132,9 +132,7 @@ def resolution_line(calibration: dict | None, n_seeds: int | None = None) -> str
     A/A sd, :func:`albench.engine.calibrate.mde_at`) and at the calibration's own."""
     if not calibration:
         return "resolution: not calibrated (run `albench calibrate` for this protocol and profile)"
-    from albench.engine.calibrate import mde_at
-
-    from albench.engine.calibrate import primary_test_warning
+    from albench.engine.calibrate import mde_at, primary_test_warning
 
     own = calibration["n_seeds"]
     at = mde_at(calibration, n_seeds) if n_seeds and n_seeds > 1 and n_seeds != own else None

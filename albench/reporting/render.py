@@ -108,7 +108,7 @@ def resolution_text(model: dict[str, Any]) -> str:
     text = (f"Resolution (A/A calibration, {cal['n_seeds']} seeds): minimum detectable AUBC difference "
             f"{mde:.4f}{scaled}; smaller differences between neighbours in the ranking are marked NOT RESOLVED.")
     warning = primary_test_warning(cal)
-    return text if warning is None else f"{text} WARNING: {warning[0].upper()}{warning[1:]}."
+    return text if warning is None else f"{text} WARNING: {warning}."
 
 
 def vs_random_table(model: dict[str, Any]) -> tuple[list[str], list[list[Cell]]] | None:
