@@ -140,8 +140,9 @@ class BALD(Method):
                 or not float(lr) > 0:
             raise MethodError(f"bald: need epochs >= 0, min_steps >= 0, train_batch_size >= 1, batch_size >= 1, "
                               f"lr > 0; got {epochs}, {min_steps}, {train_batch_size}, {batch_size}, {lr}")
-        if dice not in ("batch", "image"):
-            raise MethodError(f"bald: dice must be 'batch' or 'image', got {dice!r}")
+        from albench.training.trainer import DICE_REDUCTIONS
+        if dice not in DICE_REDUCTIONS:
+            raise MethodError(f"bald: dice must be one of {sorted(DICE_REDUCTIONS)}, got {dice!r}")
         self.T = int(T)
         self.dropout = float(dropout)
         self.reduction = reduction

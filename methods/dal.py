@@ -279,7 +279,7 @@ def train_ensemble(model: EnsembleUNet, images: Tensor, labels: Tensor, boot: np
     from albench.training.augment import augment_batch
     from albench.training.device import amp_dtype, autocast
     from albench.training.losses import segmentation_loss
-    from albench.training.trainer import epoch_batches
+    from albench.training.trainer import DICE_REDUCTIONS, epoch_batches
 
     cfg = _train_config(epochs, min_steps, batch_size, lr, dice, loss, lr_schedule, augment, augment_config)
     m, k = model.members, model.num_classes
@@ -287,7 +287,7 @@ def train_ensemble(model: EnsembleUNet, images: Tensor, labels: Tensor, boot: np
     boot_t = torch.as_tensor(boot, dtype=torch.int64)
     orders = [torch.Generator().manual_seed(int(s)) for s in order_seeds]
     augs = [torch.Generator().manual_seed(int(s)) for s in augment_seeds]
-    reduction = "mean" if dice == "image" else "batch"
+    reduction = DICE_REDUCTIONS[dice]
     dtype = amp_dtype(cfg.amp, device)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -420,7 +420,7 @@ class DAL(Method):
         for name, value, allowed in (("descriptor", descriptor, DESCRIPTORS), ("similarity", similarity, SIMILARITIES),
                                      ("candidate_mode", candidate_mode, CANDIDATE_MODES),
                                      ("initial_cover", initial_cover, INITIAL_COVERS), ("init", init, INITS),
-                                     ("dice", dice, ("batch", "image")), ("loss", loss, ("dice", "dice_ce")),
+                                     ("dice", dice, ("batch", "batch_present", "image")), ("loss", loss, ("dice", "dice_ce")),
                                      ("lr_schedule", lr_schedule, ("constant", "cosine")),
                                      ("ensemble_impl", ensemble_impl, ENSEMBLE_IMPLS)):
             if value not in allowed:

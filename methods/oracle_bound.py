@@ -77,8 +77,9 @@ class OracleBestOfK(Method):
             raise MethodError(f"oracle-bound: unknown candidate kinds {bad}; known: {KINDS}")
         if "random" not in cands:
             raise MethodError("oracle-bound: candidates must include 'random' (the baseline it must not fall below)")
-        if dice not in ("image", "batch"):
-            raise MethodError(f"oracle-bound: dice must be 'image' or 'batch', got {dice!r}")
+        from albench.training.trainer import DICE_REDUCTIONS
+        if dice not in DICE_REDUCTIONS:
+            raise MethodError(f"oracle-bound: dice must be one of {sorted(DICE_REDUCTIONS)}, got {dice!r}")
         if steps < 1 or train_batch_size < 1 or val_cases < 1 or val_slices < 1 or score_subset < 0 or not lr > 0:
             raise MethodError("oracle-bound: need steps, train_batch_size, val_cases, val_slices >= 1, "
                               "score_subset >= 0 and lr > 0")

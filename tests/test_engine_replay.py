@@ -183,7 +183,7 @@ def test_initial_weights_are_shared_by_methods_and_background_bias_applies(store
     assert all(torch.equal(a[k], d[k]) for k in a if k != "head.bias")
 
 
-@pytest.mark.parametrize("dice", ["batch", "image"])
+@pytest.mark.parametrize("dice", ["batch", "batch_present", "image"])
 def test_protocol_dice_reduction_reaches_the_trainer(store, tmp_path, dice):
     protocol = parse_protocol(TINY.replace("min_steps = 2", f"min_steps = 2\ndice = \"{dice}\""), "tiny.toml")
     replay = Replay(protocol, store, "random", 0, record_path=tmp_path / "job.json", progress=None)

@@ -93,3 +93,41 @@ def test_batch_reduction_pools_sums_over_the_batch():
     ref = reference_dice_loss(softmax(stacked.astype(np.float64)), stacked_y, 3)[0]
     got = soft_dice_loss(torch.from_numpy(logits), torch.from_numpy(labels), 3, reduction="batch")
     assert abs(float(got) - ref) < 1e-5
+
+
+def test_batch_present_reduction_averages_only_the_classes_the_batch_holds():
+    rng = np.random.default_rng(2)
+    logits = rng.normal(size=(2, 4, 5, 4)).astype(np.float32)
+    labels = rng.integers(0, 3, size=(2, 5, 4))  # class 3 is in no slice of the batch
+    labels[0, 0, 0] = 1
+    probs = softmax(logits.astype(np.float64))
+    terms = []
+    for c in (1, 2):  # numpy loop over the present foreground classes, sums over the whole batch
+        yc = (labels == c).astype(np.float64)
+        pc = probs[:, c]
+        terms.append((2 * (pc * yc).sum() + 1) / ((pc ** 2).sum() + yc.sum() + 1))
+    got = soft_dice_loss(torch.from_numpy(logits), torch.from_numpy(labels), 4, reduction="batch_present")
+    assert abs(float(got) - (1 - np.mean(terms))) < 1e-5
+    pooled = soft_dice_loss(torch.from_numpy(logits), torch.from_numpy(labels), 4, reduction="batch")
+    assert float(pooled) != pytest.approx(float(got))  # "batch" also scores the absent class 3
+
+
+def test_batch_present_gives_no_gradient_to_an_absent_class_and_zero_for_a_background_batch():
+    logits = torch.zeros(2, 3, 4, 4, requires_grad=True)
+    labels = torch.zeros(2, 4, 4, dtype=torch.long)
+    labels[:, :2] = 1  # class 2 absent
+    loss = soft_dice_loss(logits, labels, 3, reduction="batch_present")
+    loss.backward()
+    ref = torch.zeros(2, 3, 4, 4, requires_grad=True)
+    # only class 1's term: the same loss as a 2-class problem in which class 2 never existed
+    probs = torch.softmax(ref, dim=1)[:, 1]
+    y = (labels == 1).float()
+    expect = 1 - (2 * (probs * y).sum() + 1) / ((probs ** 2).sum() + y.sum() + 1)
+    expect.backward()
+    assert float(loss.detach()) == pytest.approx(float(expect.detach()))
+    torch.testing.assert_close(logits.grad, ref.grad)
+    empty = torch.zeros(2, 4, 4, dtype=torch.long)
+    z = torch.randn(2, 3, 4, 4, requires_grad=True)
+    none = soft_dice_loss(z, empty, 3, reduction="batch_present")
+    none.backward()
+    assert float(none) == 0.0 and z.grad is not None and float(z.grad.abs().sum()) == 0.0

@@ -53,6 +53,28 @@ def test_batch_dice_option_trains():
         TrainConfig(dice="pixel")
 
 
+def test_batch_present_dice_is_the_loss_the_trainer_minimises():
+    """One full-batch step without augmentation: the recorded epoch loss is the present-class
+    pooled Dice of the initial model, and it differs from the all-class pooled Dice."""
+    from albench.training.losses import soft_dice_loss
+
+    x, y = toy_problem(4)
+    y = torch.where(y == 2, torch.ones_like(y), y)  # class 2 absent from every slice
+    with seeded(0):
+        model = UNet(1, 3, **TINY)
+    with torch.no_grad():
+        model.train()
+        logits = model(x)
+    before = float(soft_dice_loss(logits, y, 3, reduction="batch_present"))
+    assert before != pytest.approx(float(soft_dice_loss(logits, y, 3, reduction="batch")))
+    with seeded(0):
+        model = UNet(1, 3, **TINY)
+    cfg = TrainConfig(epochs=1, batch_size=4, lr=1e-2, augment=False, dice="batch_present")
+    res = train_segmenter(model, make_optimizer(model, cfg), x, y, cfg, order_rng=torch.Generator().manual_seed(1),
+                          augment_rng=torch.Generator().manual_seed(2), device=torch.device("cpu"))
+    assert res.steps == 1 and res.loss_curve[0] == pytest.approx(before, rel=1e-5)
+
+
 def test_same_seeds_give_identical_weights_and_losses():
     cfg = TrainConfig(epochs=2, batch_size=4, augment=True)
     m1, r1 = run(cfg)

@@ -211,7 +211,8 @@ class TrainingSpec(_Spec):
     round from the initial weights and a fresh optimiser instead of fine-tuning (paper).
     ``amp``: mixed precision, ``auto`` (on CUDA), ``on`` or ``off`` (TOML true/false = on/off).
     ``dice``: how the soft Dice loss is reduced over a mini-batch, ``"batch"`` (sums pooled over
-    the batch, the default [ours]) or ``"image"`` (one Dice per slice, averaged); see
+    the batch, the default [ours]), ``"batch_present"`` (pooled, averaged over the foreground
+    classes present in the batch's labels [ours]) or ``"image"`` (one Dice per slice, averaged); see
     docs/protocols.md for why. ``loss``: "dice" (paper) or "dice_ce" (Dice + cross-entropy)
     [ours]; ``lr_schedule``: "constant" (paper) or "cosine" (decay to 0 within each round)
     [ours]; ``foreground_oversample``: share of each mini-batch drawn class-first from labelled
@@ -229,7 +230,7 @@ class TrainingSpec(_Spec):
     reinit: bool = False
     min_steps: NonNegInt = 0
     amp: Literal["auto", "on", "off"] = "auto"
-    dice: Literal["batch", "image"] = "batch"
+    dice: Literal["batch", "batch_present", "image"] = "batch"
     loss: Literal["dice", "dice_ce"] = "dice"
     lr_schedule: Literal["constant", "cosine"] = "constant"
     foreground_oversample: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0

@@ -16,6 +16,10 @@ from albench.training.device import amp_dtype, autocast, to_device
 from albench.training.losses import segmentation_loss
 
 
+DICE_REDUCTIONS = {"image": "mean", "batch": "batch", "batch_present": "batch_present"}
+"""TrainConfig.dice -> the ``reduction`` of :func:`segmentation_loss` for a mini-batch."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How a segmenter is trained in one AL round.
@@ -26,8 +30,10 @@ class TrainConfig:
         and for an aux module's own Adam when it brings none.
     augment: on-the-fly augmentation (flips, intensity, elastic) with ``augment_config``.
     amp: mixed precision: True, False or "auto" (= on for CUDA, off for CPU).
-    dice: "batch" (Dice pooled over the batch; default, as in the protocols' training.dice) or
-        "image" (paper Eq. 2: Dice per slice, averaged over the batch; see soft_dice_loss). The
+    dice: "batch" (Dice pooled over the batch; default, as in the protocols' training.dice),
+        "batch_present" (pooled, averaged over the foreground classes present in the batch's
+        labels) or "image" (paper Eq. 2: Dice per slice, averaged over the batch; see
+        soft_dice_loss). The
         defaults of the fields shared with the protocol's TrainingSpec are the same (a test checks it).
     loss: "dice" (the paper's soft Dice) or "dice_ce" (soft Dice + pixel cross-entropy) [ours].
     lr_schedule: "constant" (paper) or "cosine": within each call (one AL round) the learning
@@ -54,8 +60,9 @@ class TrainConfig:
     foreground_oversample: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.dice not in ("image", "batch"):
-            raise AlbenchError(f"TrainConfig.dice must be 'image' or 'batch', got {self.dice!r}")
+        if self.dice not in DICE_REDUCTIONS:
+            raise AlbenchError(
+                f"TrainConfig.dice must be one of {sorted(DICE_REDUCTIONS)}, got {self.dice!r}")
         if self.loss not in ("dice", "dice_ce"):
             raise AlbenchError(f"TrainConfig.loss must be 'dice' or 'dice_ce', got {self.loss!r}")
         if self.lr_schedule not in ("constant", "cosine"):
@@ -283,7 +290,7 @@ def train_segmenter(
         if hasattr(aux, "train"):
             aux.train(True)
     labels = labels.long()
-    reduction = "mean" if cfg.dice == "image" else "batch"
+    reduction = DICE_REDUCTIONS[cfg.dice]
     n = images.shape[0]
     by_class = class_slices(labels, num_classes) if cfg.foreground_oversample > 0 else []
     model.train()
