@@ -417,10 +417,12 @@ class DAL(Method):
                  background_bias: float = 4.0, epochs: int = 10, min_steps: int = 0, train_batch_size: int = 32,
                  lr: float = 1e-3, dice: str = "batch", loss: str = "dice", lr_schedule: str = "constant",
                  augment: bool = True, ensemble_impl: str = "sequential", batch_size: int = 32):
+        from albench.training.trainer import DICE_REDUCTIONS
+
         for name, value, allowed in (("descriptor", descriptor, DESCRIPTORS), ("similarity", similarity, SIMILARITIES),
                                      ("candidate_mode", candidate_mode, CANDIDATE_MODES),
                                      ("initial_cover", initial_cover, INITIAL_COVERS), ("init", init, INITS),
-                                     ("dice", dice, ("batch", "batch_present", "image")), ("loss", loss, ("dice", "dice_ce")),
+                                     ("dice", dice, tuple(DICE_REDUCTIONS)), ("loss", loss, ("dice", "dice_ce")),
                                      ("lr_schedule", lr_schedule, ("constant", "cosine")),
                                      ("ensemble_impl", ensemble_impl, ENSEMBLE_IMPLS)):
             if value not in allowed:

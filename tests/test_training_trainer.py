@@ -283,3 +283,12 @@ def test_foreground_oversampling_zero_is_bit_identical_and_share_one_trains_on_f
     assert r2.loss_curve != r0.loss_curve and r2.steps == r0.steps
     with pytest.raises(AlbenchError, match="foreground_oversample"):
         TrainConfig(foreground_oversample=1.5)
+
+
+def test_the_protocols_dice_choices_are_the_trainers():
+    import typing
+
+    from albench.engine.protocol import TrainingSpec
+    from albench.training.trainer import DICE_REDUCTIONS
+
+    assert set(typing.get_args(TrainingSpec.model_fields["dice"].annotation)) == set(DICE_REDUCTIONS)

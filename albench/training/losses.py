@@ -90,7 +90,8 @@ def segmentation_loss(logits: Tensor, target: Tensor, num_classes: int, *, kind:
     """The training loss of a protocol: ``kind`` "dice" (the paper's soft Dice) or "dice_ce"
     (soft Dice + pixel cross-entropy, nnU-Net's default pairing [ours]). ``reduction`` as in
     :func:`soft_dice_loss` for the Dice term ("mean" per-image Dice averaged, "batch" pooled,
-    "batch_present" pooled over the classes present, "none" per slice (N,)); the cross-entropy is the mean over pixels (per slice for "none")."""
+    "batch_present" pooled over the classes present, "none" per slice (N,)); the cross-entropy is
+    the mean over pixels (per slice for "none")."""
     dice = soft_dice_loss(logits, target, num_classes, reduction=reduction)
     if kind == "dice":
         return dice

@@ -33,8 +33,8 @@ class TrainConfig:
     dice: "batch" (Dice pooled over the batch; default, as in the protocols' training.dice),
         "batch_present" (pooled, averaged over the foreground classes present in the batch's
         labels) or "image" (paper Eq. 2: Dice per slice, averaged over the batch; see
-        soft_dice_loss). The
-        defaults of the fields shared with the protocol's TrainingSpec are the same (a test checks it).
+        soft_dice_loss). The defaults of the fields shared with the protocol's TrainingSpec are the
+        same (a test checks it).
     loss: "dice" (the paper's soft Dice) or "dice_ce" (soft Dice + pixel cross-entropy) [ours].
     lr_schedule: "constant" (paper) or "cosine": within each call (one AL round) the learning
         rate decays from ``lr`` to 0 over the round's steps, half a cosine [ours].
